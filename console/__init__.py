@@ -1,0 +1,1 @@
+"""Console: WebSocket server, intake and read API, operator pages."""

@@ -1,0 +1,77 @@
+"""The live board a console server keeps: open incidents, numbered deltas, resume buffer.
+
+Pure (no I/O): the server feeds it incident events from Kafka and asks it for a snapshot or
+for the deltas after a sequence number. Events are de-duplicated by incident version, so
+at-least-once delivery never shows a change twice. Each delta is encoded once and the same
+bytes go to every console.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from console.masking import masked_incident
+from dispatcher.lifecycle import OPEN_STATES, IncidentState
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    seq: int
+    incident_id: str
+    frame: bytes  # the encoded {"type": "delta", ...} message
+
+
+class Board:
+    def __init__(self, history: int = 10_000) -> None:
+        self.seq = 0
+        self._open: dict[str, dict[str, Any]] = {}  # incident_id -> masked view
+        self._versions: dict[str, int] = {}  # incident_id -> newest version applied
+        self._history: deque[Delta] = deque(maxlen=history)
+
+    def load(self, views: list[dict[str, Any]]) -> None:
+        """Initial state from the database (before any delta)."""
+        for view in views:
+            self._versions[view["incident_id"]] = int(view["version"])
+            if IncidentState(view["status"]) in OPEN_STATES:
+                self._open[view["incident_id"]] = masked_incident(view)
+
+    def apply(self, message: dict[str, Any]) -> Delta | None:
+        """Apply one `incidents.events` message; None if it is old news (replay, duplicate)."""
+        incident_id = message["incident_id"]
+        version = int(message["version"])
+        if version <= self._versions.get(incident_id, 0):
+            return None
+        self._versions[incident_id] = version
+        view = masked_incident(message["incident"])
+        if IncidentState(view["status"]) in OPEN_STATES:
+            self._open[incident_id] = view
+        else:
+            self._open.pop(incident_id, None)
+        self.seq += 1
+        event = {k: v for k, v in message.items() if k != "incident"}
+        frame = orjson.dumps({"type": "delta", "seq": self.seq, "event": event, "incident": view})
+        delta = Delta(self.seq, incident_id, frame)
+        self._history.append(delta)
+        return delta
+
+    def snapshot(self) -> bytes:
+        incidents = sorted(self._open.values(), key=lambda v: (v["severity"], v["occurred_at"]))
+        return orjson.dumps({"type": "snapshot", "seq": self.seq, "incidents": incidents})
+
+    def since(self, seq: int) -> list[Delta] | None:
+        """Deltas after `seq`, or None if they are no longer held (the client must resync)."""
+        if seq > self.seq or seq < 0:
+            return None
+        if seq == self.seq:
+            return []
+        if not self._history or self._history[0].seq > seq + 1:
+            return None
+        start = seq + 1 - self._history[0].seq
+        return list(self._history)[start:]
+
+    def __len__(self) -> int:
+        return len(self._open)

@@ -1,0 +1,299 @@
+"""The HTTP entry point: intake, registry, read API, login and the browser pages (FastAPI).
+
+Handlers are thin: check who is calling, call a service, shape the answer. Every rejection
+names the problem: 400 malformed JSON, 401 bad or missing credentials, 404 unknown id,
+413 body too large, 422 field and reason, 503 (with Retry-After) when a report cannot be
+made durable right now.
+"""
+
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import Depends, FastAPI, Header, Path as PathParam, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from console.auth import ApiKeys, Sessions, User
+from console.intake import IntakeService, NotDurable, UnknownReference
+from console.masking import masked_incident, masked_payload
+from console.registry import RegistryService
+from dispatcher import store
+from dispatcher.lifecycle import OPEN_STATES, STATE_LABELS, IncidentState
+from infra.settings import Settings
+from streams.records import (
+    AppReport,
+    CameraAlarm,
+    CameraUpsert,
+    HotlineTicket,
+    PositionBatch,
+    ResponderUpsert,
+    SourceId,
+)
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, error: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.error, self.message, self.headers = status, error, message, headers or {}
+
+
+@dataclass
+class ConsoleServices:
+    settings: Settings
+    pool: asyncpg.Pool
+    api_keys: ApiKeys
+    sessions: Sessions
+    intake: IntakeService
+    registry: RegistryService
+
+
+class BodyLimit:
+    """ASGI middleware: refuse bodies over the limit with 413 before reading them whole."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await _too_large(self.limit, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise HttpError(413, "too_large", f"body larger than {self.limit} bytes")
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except HttpError:
+            await _too_large(self.limit, send)
+
+
+async def _too_large(limit: int, send: Send) -> None:
+    body = f'{{"error":"too_large","message":"body larger than {limit} bytes"}}'.encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+class Login(BaseModel):
+    username: Annotated[str, Field(min_length=1, max_length=64)]
+    password: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def create_http_app(svc: ConsoleServices) -> FastAPI:
+    app = FastAPI(
+        title="街道基层治理指挥中心 API",
+        version="1.0",
+        description="Intake, registry and read API of the street command centre. See docs/ for the WebSocket protocol.",
+    )
+    app.add_middleware(BodyLimit, limit=svc.settings.max_body_bytes)
+
+    @app.exception_handler(HttpError)
+    async def _http_error(request: Request, exc: HttpError) -> JSONResponse:
+        return JSONResponse({"error": exc.error, "message": exc.message}, exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            detail = next(e for e in errors if e.get("type") == "json_invalid").get("ctx", {}).get("error", "")
+            return JSONResponse({"error": "malformed_json", "message": f"body is not valid JSON: {detail}"}, 400)
+        fields = [{"field": _field(tuple(e["loc"])), "reason": e["msg"]} for e in errors]
+        message = "; ".join(f"{f['field']}: {f['reason']}" for f in fields)
+        return JSONResponse({"error": "invalid", "message": message, "fields": fields}, 422)
+
+    async def api_role(x_api_key: Annotated[str | None, Header()] = None) -> str:
+        role = await svc.api_keys.role(x_api_key)
+        if role is None:
+            raise HttpError(401, "unauthorized", "missing or invalid X-Api-Key", {"WWW-Authenticate": "ApiKey"})
+        return role
+
+    def needs_key(*roles: str) -> Any:
+        async def check(role: Annotated[str, Depends(api_role)]) -> str:
+            if role not in roles:
+                raise HttpError(401, "unauthorized", f"this X-Api-Key is not valid for this endpoint (needs {'/'.join(roles)})")
+            return role
+
+        return Depends(check)
+
+    async def operator(authorization: Annotated[str | None, Header()] = None) -> User:
+        token = authorization[7:] if authorization and authorization.lower().startswith("bearer ") else None
+        user = await svc.sessions.user(token)
+        if user is None:
+            raise HttpError(401, "unauthorized", "log in first (Authorization: Bearer <token>)", {"WWW-Authenticate": "Bearer"})
+        return user
+
+    def unprocessable(exc: UnknownReference) -> JSONResponse:
+        return JSONResponse(
+            {"error": "invalid", "message": f"{exc.field}: {exc}", "fields": [{"field": exc.field, "reason": str(exc)}]},
+            422,
+        )
+
+    async def take(source: str, report: Any) -> JSONResponse:
+        try:
+            accepted = await svc.intake.accept(source, report)
+        except UnknownReference as exc:
+            return unprocessable(exc)
+        except NotDurable as exc:
+            raise HttpError(503, "unavailable", f"report not accepted, retry: {exc}", {"Retry-After": "5"}) from exc
+        status = 202 if accepted.created else 200
+        return JSONResponse({"tracking_no": accepted.tracking_no, "status": "received"}, status)
+
+    # --- intake ---------------------------------------------------------------------------
+    @app.post("/api/v1/intake/camera-alarms", status_code=202, tags=["intake"], dependencies=[needs_key("camera")])
+    async def camera_alarm(alarm: CameraAlarm) -> JSONResponse:
+        """A 雪亮工程 video-analytics alarm."""
+        return await take("camera", alarm)
+
+    @app.post("/api/v1/intake/hotline-tickets", status_code=202, tags=["intake"], dependencies=[needs_key("hotline")])
+    async def hotline_ticket(ticket: HotlineTicket) -> JSONResponse:
+        """A 12345 hotline ticket."""
+        return await take("hotline", ticket)
+
+    @app.post("/api/v1/intake/app-reports", status_code=202, tags=["intake"], dependencies=[needs_key("app")])
+    async def app_report(report: AppReport) -> JSONResponse:
+        """A resident's 随手拍 report."""
+        return await take("app", report)
+
+    @app.post("/api/v1/intake/positions", status_code=202, tags=["intake"], dependencies=[needs_key("positions")])
+    async def positions(batch: PositionBatch) -> JSONResponse:
+        """Responders' positions, up to 1,000 a batch."""
+        try:
+            n = await svc.intake.accept_positions(batch)
+        except UnknownReference as exc:
+            return unprocessable(exc)
+        except NotDurable as exc:
+            raise HttpError(503, "unavailable", f"positions not accepted, retry: {exc}", {"Retry-After": "5"}) from exc
+        return JSONResponse({"accepted": n}, 202)
+
+    # --- registry -------------------------------------------------------------------------
+    @app.put("/api/v1/responders/{responder_id}", tags=["registry"], dependencies=[needs_key("admin")])
+    async def put_responder(responder_id: SourceId, body: ResponderUpsert) -> JSONResponse:
+        try:
+            created = await svc.registry.put_responder(responder_id, body)
+        except UnknownReference as exc:
+            return unprocessable(exc)
+        except NotDurable as exc:
+            raise HttpError(503, "unavailable", str(exc), {"Retry-After": "5"}) from exc
+        return JSONResponse({"responder_id": responder_id, **body.model_dump()}, 201 if created else 200)
+
+    @app.put("/api/v1/cameras/{camera_id}", tags=["registry"], dependencies=[needs_key("admin")])
+    async def put_camera(camera_id: SourceId, body: CameraUpsert) -> JSONResponse:
+        created = await svc.registry.put_camera(camera_id, body)
+        return JSONResponse({"camera_id": camera_id, **body.model_dump()}, 201 if created else 200)
+
+    # --- sessions -------------------------------------------------------------------------
+    @app.post("/api/v1/auth/login", tags=["auth"])
+    async def login(body: Login) -> JSONResponse:
+        result = await svc.sessions.login(body.username, body.password)
+        if result is None:
+            raise HttpError(401, "unauthorized", "wrong username or password")
+        token, user = result
+        return JSONResponse(
+            {"token": token, "username": user.username, "display_name": user.display_name,
+             "role": user.role, "expires_in": svc.sessions.ttl_s}
+        )
+
+    @app.get("/api/v1/auth/me", tags=["auth"])
+    async def me(user: Annotated[User, Depends(operator)]) -> dict[str, str]:
+        return {"username": user.username, "display_name": user.display_name, "role": user.role}
+
+    # --- read side ------------------------------------------------------------------------
+    @app.get("/api/v1/incidents", tags=["read"])
+    async def incidents(
+        user: Annotated[User, Depends(operator)],
+        status: Annotated[str, Query(max_length=200, description="open, all, or comma-separated states")] = "open",
+        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        if status == "all":
+            statuses: list[str] | None = None
+        elif status == "open":
+            statuses = [s.value for s in OPEN_STATES]
+        else:
+            statuses = [s.strip() for s in status.split(",") if s.strip()]
+            bad = [s for s in statuses if s not in IncidentState._value2member_map_]
+            if bad:
+                raise HttpError(422, "invalid", f"status: unknown state {bad[0]!r}; use open, all or one of "
+                                f"{', '.join(s.value for s in IncidentState)}")
+        rows = await store.incident_rows(svc.pool, statuses, limit, offset)
+        return {"incidents": [masked_incident(store.incident_view(r)) for r in rows], "limit": limit, "offset": offset}
+
+    @app.get("/api/v1/incidents/{incident_id}", tags=["read"])
+    async def incident(incident_id: Annotated[str, PathParam(max_length=100)], user: Annotated[User, Depends(operator)]) -> dict[str, Any]:
+        row = await store.incident_row(svc.pool, incident_id)
+        if row is None:
+            raise HttpError(404, "not_found", f"no incident {incident_id!r}")
+        view = masked_incident(store.incident_view(row))
+        view["reports"] = [
+            {"tracking_no": r["tracking_no"], "source": r["source"], "source_id": r["source_id"],
+             "received_at": r["received_at"].isoformat(), "payload": masked_payload(r["source"], r["payload"])}
+            for r in await store.linked_reports(svc.pool, incident_id)
+        ]
+        view["timeline"] = [store.event_view(e) for e in await store.events_of(svc.pool, incident_id)]
+        return view
+
+    @app.get("/api/v1/reports/{tracking_no}", tags=["read"])
+    async def report_progress(tracking_no: Annotated[str, PathParam(max_length=40)]) -> dict[str, Any]:
+        """Public progress for the reporter (进度随时查): no personal data, public steps only."""
+        row = await store.report_by_tracking_no(svc.pool, tracking_no)
+        if row is None:
+            raise HttpError(404, "not_found", f"no report {tracking_no!r}")
+        timeline: list[dict[str, Any]] = [{"at": row["received_at"].isoformat(), "step": "received", "label": "已受理"}]
+        status, label = "received", "已受理"
+        incident_row = await store.incident_row(svc.pool, row["incident_id"]) if row["incident_id"] else None
+        if incident_row is not None:
+            state = IncidentState(incident_row["status"])
+            status, label = state.value, STATE_LABELS[state]
+            for e in await store.events_of(svc.pool, incident_row["incident_id"]):
+                if e["public"]:
+                    ev = store.event_view(e)
+                    step = IncidentState(ev["state"])
+                    timeline.append({"at": ev["at"], "step": step.value, "label": STATE_LABELS[step]})
+        category = row["payload"].get("category") or row["payload"].get("alarm_type")
+        return {"tracking_no": tracking_no, "status": status, "status_label": label,
+                "category": category, "timeline": timeline}
+
+    # --- pages ----------------------------------------------------------------------------
+    @app.get("/api/v1/config", tags=["pages"])
+    async def config() -> dict[str, str]:
+        return {"ws_url": svc.settings.ws_url}
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        await svc.pool.fetchval("SELECT 1")
+        return {"status": "ok"}
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        return Response(status_code=204)
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app

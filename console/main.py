@@ -1,0 +1,150 @@
+"""Entry point of a console server: `python -m console.main` (HTTP + WebSocket).
+
+The composition root: it wires the pool, Redis, the producer, the services, the HTTP app,
+the WebSocket server and the incident-events consumer, owns every background task, and shuts
+them down in order on SIGINT/SIGTERM. Several console servers may run side by side; each
+reads every incident event (no consumer group) and keeps its own board.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import orjson
+import redis.asyncio as aioredis
+import uvicorn
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from websockets.asyncio.server import serve
+
+from console.auth import ApiKeys, Sessions
+from console.board import Board
+from console.http import ConsoleServices, create_http_app
+from console.intake import IntakeService
+from console.live import MAX_FRAME, LiveHub
+from console.registry import RegistryService
+from dispatcher import store
+from infra.db import ensure_database, migrate
+from infra.settings import Settings
+from streams import topics
+from streams.kafka import make_consumer, make_producer, start_producer, stop_on_signals
+from streams.livestate import LiveState
+
+log = logging.getLogger("console")
+
+
+async def follow_events(consumer: AIOKafkaConsumer, hub: LiveHub, stopping: asyncio.Event) -> None:
+    """Feed every incident event to the board, in partition order."""
+    while not stopping.is_set():
+        batches = await consumer.getmany(timeout_ms=200)
+        for records in batches.values():
+            for record in records:
+                try:
+                    message = orjson.loads(record.value or b"")
+                    hub.publish(message)
+                except Exception:
+                    log.exception("unusable incident event at %s[%d]@%d", record.topic, record.partition, record.offset)
+
+
+async def start_events_consumer(settings: Settings) -> AIOKafkaConsumer:
+    """Assigned every partition and positioned at the end *before* the snapshot is read,
+    so no event falls between the snapshot and the first delta."""
+    consumer = make_consumer(settings, group_id=None)
+    await consumer.start()
+    parts = None
+    for _ in range(100):
+        await consumer.topics()
+        parts = consumer.partitions_for_topic(topics.INCIDENTS_EVENTS)
+        if parts:
+            break
+        await asyncio.sleep(0.1)
+    if not parts:
+        raise RuntimeError(f"topic {topics.INCIDENTS_EVENTS} not found: create topics first")
+    tps = [TopicPartition(topics.INCIDENTS_EVENTS, p) for p in sorted(parts)]
+    consumer.assign(tps)
+    await consumer.seek_to_end(*tps)
+    for tp in tps:
+        await consumer.position(tp)
+    return consumer
+
+
+async def reconcile(intake: IntakeService, stopping: asyncio.Event) -> None:
+    """Publish reports that were recorded but not published (the broker was away)."""
+    while not stopping.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), 5.0)
+        if stopping.is_set():
+            return
+        try:
+            n = await intake.republish_pending()
+            if n:
+                log.info("republished %d pending reports", n)
+        except Exception as exc:
+            log.warning("reconciler: %r", exc)
+
+
+async def amain(settings: Settings) -> None:
+    stopping = asyncio.Event()
+    stop_on_signals(stopping.set)
+    await ensure_database(settings.database_url)
+    pool = await store.create_pool(settings.database_url)
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    producer = make_producer(settings)
+    await start_producer(producer)
+    consumer = await start_events_consumer(settings)
+    sessions = Sessions(pool, redis, settings.session_ttl_s)
+    board = Board()
+    board.load([store.incident_view(r) for r in await store.open_incident_rows(pool)])
+    hub = LiveHub(board, sessions)
+    intake = IntakeService(pool, producer)
+    services = ConsoleServices(
+        settings=settings,
+        pool=pool,
+        api_keys=ApiKeys(pool),
+        sessions=sessions,
+        intake=intake,
+        registry=RegistryService(pool, producer, LiveState(redis)),
+    )
+    http = uvicorn.Server(
+        uvicorn.Config(
+            create_http_app(services), host=settings.http_host, port=settings.http_port,
+            log_level="warning", access_log=False, lifespan="off",
+        )
+    )
+    http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    tasks: list[asyncio.Task[None]] = []
+    async with serve(hub.handler, settings.http_host, settings.ws_port, max_size=MAX_FRAME * 2,
+                     ping_interval=20, ping_timeout=20):
+        tasks = [
+            asyncio.create_task(http.serve(), name="http"),
+            asyncio.create_task(follow_events(consumer, hub, stopping), name="events"),
+            asyncio.create_task(reconcile(intake, stopping), name="reconcile"),
+        ]
+        print(f"console: http://{settings.http_host}:{settings.http_port}/  ws: {settings.ws_url}", flush=True)
+        done_task = asyncio.create_task(stopping.wait())
+        done, _ = await asyncio.wait([done_task, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            if t is not done_task and t.exception() is not None:
+                log.error("task %s failed: %r", t.get_name(), t.exception())
+        stopping.set()
+        http.should_exit = True
+        for t in tasks:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(t, 5)
+        done_task.cancel()
+    await consumer.stop()
+    await producer.stop()
+    await redis.aclose()
+    await pool.close()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(amain(Settings.from_env()))
+
+
+if __name__ == "__main__":
+    main()

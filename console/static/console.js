@@ -1,0 +1,100 @@
+// Operator console: log in, follow the live board (snapshot, then ordered deltas), resume on reconnect.
+"use strict";
+const SOURCE = { camera: "雪亮工程", hotline: "12345热线", app: "随手拍" };
+const SEV = { 1: "I级", 2: "II级", 3: "III级", 4: "IV级" };
+const state = { token: sessionStorage.getItem("token"), seq: null, incidents: new Map(), ws: null, retry: 0, cmd: 0 };
+const $ = (s) => document.querySelector(s);
+
+function setConn(kind, text) { const c = $("#conn"); c.className = "conn " + kind; c.textContent = text; c.dataset.state = kind; }
+function esc(s) { return String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c])); }
+function bj(iso) { return iso ? new Date(iso).toLocaleString("zh-CN", { timeZone: "Asia/Shanghai", hour12: false }) : ""; }
+function eta(s) { return s < 60 ? `${s}秒` : `${Math.round(s / 60)}分钟`; }
+function who(r) { return r ? `${esc(r.name)} <small>${esc(r.org)} · ${Math.round(r.distance_m)}米 · 约${eta(r.eta_s)}</small>` : "<small>—</small>"; }
+
+function render() {
+  const rows = [...state.incidents.values()].sort((a, b) => a.severity - b.severity || a.occurred_at.localeCompare(b.occurred_at));
+  $("#count").textContent = rows.length;
+  $("#seq").textContent = state.seq ?? "-";
+  $("#incidents tbody").innerHTML = rows.map((i) => {
+    const n = (i.recommended && i.recommended.nearest) || {};
+    const loc = i.location || {};
+    const place = loc.out_of_area ? '<span class="out">辖区外</span>' : `${esc(loc.grid_name)}<br><small>${esc(loc.community_name)}</small>`;
+    return `<tr data-id="${esc(i.incident_id)}" class="${i._fresh ? "fresh" : ""}">
+      <td><span class="sev sev${i.severity}">${SEV[i.severity]}</span></td>
+      <td>${SOURCE[i.source] || esc(i.source)}</td>
+      <td><strong>${esc(i.title)}</strong><br><small>${esc(i.description)}</small></td>
+      <td>${place}</td><td>${bj(i.occurred_at)}</td><td>${esc(i.status_label)}</td>
+      <td>${who((n.police || [])[0])}</td><td>${who(i.recommended && i.recommended.own_grid_worker)}</td>
+      <td>${who((n.grid_worker || [])[0])}</td><td>${who((n.volunteer || [])[0])}</td></tr>`;
+  }).join("");
+  for (const i of rows) delete i._fresh;
+}
+
+function onFrame(msg) {
+  if (msg.type === "snapshot") {
+    state.incidents = new Map(msg.incidents.map((i) => [i.incident_id, i]));
+    state.seq = msg.seq;
+    if (msg.resync) console.info("resynchronised from a fresh snapshot");
+  } else if (msg.type === "delta") {
+    if (state.seq !== null && msg.seq !== state.seq + 1) { console.warn("gap", state.seq, msg.seq); return reconnect(); }
+    state.seq = msg.seq;
+    const i = msg.incident; i._fresh = true;
+    if (["closed", "cancelled", "merged"].includes(i.status)) state.incidents.delete(i.incident_id);
+    else state.incidents.set(i.incident_id, i);
+  } else if (msg.type === "error") {
+    console.warn("server error", msg);
+    if (msg.code === "unauthorised") return logout("登录已过期，请重新登录");
+  }
+  render();
+}
+
+function connect(url) {
+  setConn("wait", "连接中…");
+  const ws = new WebSocket(url);
+  state.ws = ws;
+  ws.onopen = () => {
+    const hello = { type: "auth", id: `c${++state.cmd}`, token: state.token };
+    if (state.seq !== null) hello.resume_from = state.seq;
+    ws.send(JSON.stringify(hello));
+    state.retry = 0;
+    setConn("on", "实时");
+  };
+  ws.onmessage = (e) => onFrame(JSON.parse(e.data));
+  ws.onclose = (e) => {
+    if (state.ws !== ws) return;
+    setConn("off", "已断开，重连中");
+    if (e.code === 4401) return logout("登录已过期，请重新登录");
+    setTimeout(() => connect(url), Math.min(5000, 250 * 2 ** state.retry++));
+  };
+}
+
+function reconnect() { if (state.ws) state.ws.close(); }
+
+async function start() {
+  $("#login-view").hidden = true; $("#board-view").hidden = false; $("#logout").hidden = false;
+  const me = await fetch("/api/v1/auth/me", { headers: { Authorization: `Bearer ${state.token}` } });
+  if (!me.ok) return logout("登录已过期，请重新登录");
+  const user = await me.json();
+  $("#who").textContent = `${user.display_name}（${user.username}）`;
+  const cfg = await (await fetch("/api/v1/config")).json();
+  connect(cfg.ws_url);
+}
+
+function logout(message) {
+  sessionStorage.removeItem("token"); state.token = null;
+  const ws = state.ws; state.ws = null; if (ws) ws.close();
+  $("#login-view").hidden = false; $("#board-view").hidden = true; $("#logout").hidden = true;
+  $("#login-error").textContent = message || ""; setConn("off", "未连接");
+}
+
+$("#login").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const f = new FormData(e.target);
+  const r = await fetch("/api/v1/auth/login", { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ username: f.get("username"), password: f.get("password") }) });
+  if (!r.ok) { $("#login-error").textContent = "用户名或密码错误"; return; }
+  state.token = (await r.json()).token; sessionStorage.setItem("token", state.token);
+  start();
+});
+$("#logout").addEventListener("click", () => logout());
+if (state.token) start();

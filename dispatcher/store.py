@@ -1,0 +1,249 @@
+"""PostgreSQL persistence for incidents (asyncpg). The system of record.
+
+Writes are idempotent: an input event id is recorded in `processed_events` in the same
+transaction as its effects, so a replay finds it and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from dispatcher.lifecycle import OPEN_STATES, STATE_LABELS, Event, Incident, IncidentState
+from streams.records import EnrichedIncident
+
+
+def _loads(value: Any) -> Any:
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """jsonb columns travel as Python objects."""
+    await conn.set_type_codec(
+        "jsonb", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
+    )
+
+
+async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=init_connection)
+    assert pool is not None
+    return pool
+
+
+def incident_view(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
+    """The incident as consoles and the read API show it (personal data still present:
+    the console layer masks it)."""
+    record = _loads(row["record"])
+    state = IncidentState(row["status"])
+    return {
+        "incident_id": row["incident_id"],
+        "status": state.value,
+        "status_label": STATE_LABELS[state],
+        "version": row["version"],
+        "source": row["source"],
+        "category": row["category"],
+        "category_label": record.get("category_label", row["category"]),
+        "severity": row["severity"],
+        "title": row["title"],
+        "description": row["description"],
+        "occurred_at": row["occurred_at"].isoformat(),
+        "due_at": row["due_at"].isoformat() if row["due_at"] else None,
+        "location": record.get("location", {}),
+        "out_of_area": row["out_of_area"],
+        "recommended": {
+            "nearest": record.get("nearest", {}),
+            "own_grid_worker": record.get("own_grid_worker"),
+            "enriched_at": record.get("enriched_at"),
+        },
+        "camera": {
+            "confidence": record.get("camera_confidence"),
+            "snapshot_url": record.get("snapshot_url"),
+            "stream_url": record.get("stream_url"),
+        }
+        if row["source"] == "camera"
+        else None,
+        "caller_phone": record.get("caller_phone"),
+        "caller_name": record.get("caller_name"),
+        "reporter_id": record.get("reporter_id"),
+        "photo_urls": record.get("photo_urls", []),
+        "tracking_no": record.get("tracking_no"),
+        "created_at": row["created_at"].isoformat(),
+        "updated_at": row["updated_at"].isoformat(),
+        "intake_ns": record.get("intake_ns"),
+    }
+
+
+def event_view(event: Event | asyncpg.Record) -> dict[str, Any]:
+    if isinstance(event, Event):
+        return {
+            "event_id": event.event_id,
+            "incident_id": event.incident_id,
+            "version": event.version,
+            "type": event.type,
+            "actor": event.actor,
+            "at": event.at.isoformat(),
+            "state": event.state.value,
+            "public": event.public,
+            "reason": event.reason,
+        }
+    data = _loads(event["data"])
+    return {
+        "event_id": event["event_id"],
+        "incident_id": event["incident_id"],
+        "version": event["version"],
+        "type": event["type"],
+        "actor": event["actor"],
+        "at": event["at"].isoformat(),
+        "state": data.get("state"),
+        "public": event["public"],
+        "reason": data.get("reason"),
+    }
+
+
+async def current(conn: asyncpg.Connection, incident_id: str) -> Incident | None:
+    row = await conn.fetchrow(
+        "SELECT incident_id, status, version, updated_at FROM incidents WHERE incident_id = $1 FOR UPDATE",
+        incident_id,
+    )
+    if row is None:
+        return None
+    return Incident(row["incident_id"], IncidentState(row["status"]), row["version"], row["updated_at"])
+
+
+async def mark_processed(conn: asyncpg.Connection, event_id: str, incident_id: str) -> bool:
+    """True the first time an input event id is seen (inside the caller's transaction)."""
+    done = await conn.fetchval(
+        """INSERT INTO processed_events (event_id, incident_id) VALUES ($1, $2)
+           ON CONFLICT (event_id) DO NOTHING RETURNING true""",
+        event_id,
+        incident_id,
+    )
+    return bool(done)
+
+
+async def insert_incident(conn: asyncpg.Connection, rec: EnrichedIncident, state: Incident) -> None:
+    record = rec.model_dump(mode="json")
+    await conn.execute(
+        """INSERT INTO incidents (incident_id, status, source, category, severity, title, description,
+                address, lon, lat, grid_id, community_id, out_of_area, occurred_at, due_at,
+                recommended, record, version, created_at, updated_at)
+           VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$19)""",
+        rec.incident_id,
+        state.state.value,
+        rec.source,
+        rec.category,
+        rec.severity,
+        rec.title,
+        rec.description,
+        rec.location.address,
+        rec.location.lon,
+        rec.location.lat,
+        rec.location.grid_id,
+        rec.location.community_id,
+        rec.location.out_of_area,
+        rec.occurred_at,
+        rec.due_at,
+        {"nearest": record["nearest"], "own_grid_worker": record["own_grid_worker"]},
+        record,
+        state.version,
+        state.updated_at,
+    )
+    await conn.execute(
+        """INSERT INTO incident_reports (incident_id, tracking_no)
+           SELECT $1, tracking_no FROM reports WHERE tracking_no = $2
+           ON CONFLICT DO NOTHING""",
+        rec.incident_id,
+        rec.tracking_no,
+    )
+    await conn.execute(
+        "UPDATE reports SET incident_id = $1 WHERE tracking_no = $2 AND incident_id IS NULL",
+        rec.incident_id,
+        rec.tracking_no,
+    )
+
+
+async def append_events(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+    await conn.executemany(
+        """INSERT INTO incident_events (event_id, incident_id, version, type, actor, at, public, data)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+        [
+            (
+                e.event_id,
+                e.incident_id,
+                e.version,
+                e.type,
+                e.actor,
+                e.at,
+                e.public,
+                {"state": e.state.value, "reason": e.reason, **e.data},
+            )
+            for e in events
+        ],
+    )
+
+
+async def events_of(conn: asyncpg.Connection | asyncpg.Pool, incident_id: str) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch("SELECT * FROM incident_events WHERE incident_id = $1 ORDER BY version", incident_id)
+    )
+
+
+async def incident_row(conn: asyncpg.Connection | asyncpg.Pool, incident_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM incidents WHERE incident_id = $1", incident_id)
+
+
+async def open_incident_rows(conn: asyncpg.Connection | asyncpg.Pool, limit: int = 5000) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            """SELECT * FROM incidents WHERE status = ANY($1::text[])
+               ORDER BY severity, occurred_at LIMIT $2""",
+            [s.value for s in OPEN_STATES],
+            limit,
+        )
+    )
+
+
+async def incident_rows(
+    conn: asyncpg.Connection | asyncpg.Pool, statuses: Sequence[str] | None, limit: int, offset: int
+) -> list[asyncpg.Record]:
+    if statuses is None:
+        return list(
+            await conn.fetch(
+                "SELECT * FROM incidents ORDER BY occurred_at DESC LIMIT $1 OFFSET $2", limit, offset
+            )
+        )
+    return list(
+        await conn.fetch(
+            """SELECT * FROM incidents WHERE status = ANY($1::text[])
+               ORDER BY severity, occurred_at LIMIT $2 OFFSET $3""",
+            list(statuses),
+            limit,
+            offset,
+        )
+    )
+
+
+async def linked_reports(conn: asyncpg.Connection | asyncpg.Pool, incident_id: str) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            """SELECT r.tracking_no, r.source, r.source_id, r.received_at, r.payload
+                 FROM incident_reports ir JOIN reports r USING (tracking_no)
+                WHERE ir.incident_id = $1 ORDER BY r.received_at""",
+            incident_id,
+        )
+    )
+
+
+async def report_by_tracking_no(conn: asyncpg.Connection | asyncpg.Pool, tracking_no: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT tracking_no, source, received_at, incident_id, payload FROM reports WHERE tracking_no = $1",
+        tracking_no,
+    )
+
+
+def as_utc_iso(value: datetime) -> str:
+    return value.isoformat()

@@ -1,0 +1,1 @@
+"""Local stack, migrations, demo-city seeds and settings shared by every service."""

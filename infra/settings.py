@@ -1,0 +1,112 @@
+"""Every setting comes from an environment variable with a documented default.
+
+One frozen object is built by the composition root of each process and passed down;
+nothing reads the environment anywhere else, so tests can run several stacks side by side.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name)
+    return default if value is None or value == "" else value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime configuration. The `doc` metadata is printed by `python -m infra.settings`."""
+
+    kafka_bootstrap: str = field(
+        default="127.0.0.1:9092", metadata={"env": "KAFKA_BOOTSTRAP", "doc": "Kafka bootstrap servers"}
+    )
+    database_url: str = field(
+        default="postgresql://postgres@127.0.0.1:5432/centre",
+        metadata={"env": "DATABASE_URL", "doc": "PostgreSQL DSN (the database is created if missing)"},
+    )
+    redis_url: str = field(
+        default="redis://127.0.0.1:6379/0", metadata={"env": "REDIS_URL", "doc": "Redis URL"}
+    )
+    http_host: str = field(default="127.0.0.1", metadata={"env": "HTTP_HOST", "doc": "HTTP bind address"})
+    http_port: int = field(default=8080, metadata={"env": "HTTP_PORT", "doc": "Intake, read API and pages"})
+    ws_port: int = field(default=8081, metadata={"env": "WS_PORT", "doc": "WebSocket server port"})
+    ws_public_url: str = field(
+        default="",
+        metadata={"env": "WS_PUBLIC_URL", "doc": "WebSocket URL given to browsers (default ws://<host>:<WS_PORT>)"},
+    )
+    topic_partitions: int = field(
+        default=6, metadata={"env": "TOPIC_PARTITIONS", "doc": "Partitions per pipeline topic"}
+    )
+    topic_replication: int = field(
+        default=1, metadata={"env": "TOPIC_REPLICATION", "doc": "Replication factor (3 on a real cluster)"}
+    )
+    kafka_idempotence: bool = field(
+        default=True,
+        metadata={
+            "env": "KAFKA_IDEMPOTENCE",
+            "doc": "Idempotent producers (Tansu 0.6 refuses them: the local stack sets false)",
+        },
+    )
+    fetch_max_wait_ms: int = field(
+        default=10,
+        metadata={"env": "KAFKA_FETCH_MAX_WAIT_MS", "doc": "Consumers' fetch wait; keep small against Tansu"},
+    )
+    faust_app_id: str = field(
+        default="centre-streams", metadata={"env": "FAUST_APP_ID", "doc": "Faust app id (consumer group)"}
+    )
+    faust_web_port: int = field(
+        default=6066, metadata={"env": "FAUST_WEB_PORT", "doc": "Faust worker's web port (first worker)"}
+    )
+    state_dir: str = field(
+        default=str(ROOT / ".state"), metadata={"env": "STATE_DIR", "doc": "Logs, pids and Faust data"}
+    )
+    max_body_bytes: int = field(
+        default=1_048_576, metadata={"env": "MAX_BODY_BYTES", "doc": "Largest accepted HTTP body"}
+    )
+    nearest_per_kind: int = field(
+        default=5, metadata={"env": "NEAREST_PER_KIND", "doc": "Responders of each kind recommended"}
+    )
+    nearest_radius_m: int = field(
+        default=20_000, metadata={"env": "NEAREST_RADIUS_M", "doc": "Search radius for nearest responders"}
+    )
+    session_ttl_s: int = field(
+        default=8 * 3600, metadata={"env": "SESSION_TTL_S", "doc": "Operator session lifetime (idle)"}
+    )
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = os.environ.get(f.metadata["env"])
+            if raw is None or raw == "":
+                continue
+            if f.type in ("int", int):
+                values[f.name] = int(raw)
+            elif f.type in ("bool", bool):
+                values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+            else:
+                values[f.name] = raw
+        return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def ws_url(self) -> str:
+        return self.ws_public_url or f"ws://{self.http_host}:{self.ws_port}"
+
+    @property
+    def kafka_servers(self) -> list[str]:
+        return [s.strip() for s in self.kafka_bootstrap.split(",") if s.strip()]
+
+
+def describe() -> str:
+    """A table of every variable, its default and what it does (for the README and `--help`)."""
+    rows = [f"{f.metadata['env']:<24} {f.default!s:<48} {f.metadata['doc']}" for f in fields(Settings)]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(describe())

@@ -1,0 +1,231 @@
+"""The local stack: `python -m infra.stack prepare|up`.
+
+`prepare` makes the stores and the broker ready: PostgreSQL and Redis started if they are
+down (local URLs only), Tansu started if nothing listens at KAFKA_BOOTSTRAP, migrations
+applied, topics created, the demo city seeded. `up` then runs the centre's processes
+(streams workers, dispatcher, console server) under one supervisor until Ctrl-C, and stops
+everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from infra.broker import port_open, split_hostport, start_tansu
+from infra.kafka_admin import create_topics
+from infra.seed import DEMO_API_KEYS, DEMO_USERS, seed_all
+from infra.settings import ROOT, Settings
+
+LOCAL = {"127.0.0.1", "localhost", "::1", ""}
+
+
+def _say(msg: str) -> None:
+    print(f"[centre] {msg}", flush=True)
+
+
+def ensure_postgres(settings: Settings) -> None:
+    url = urlsplit(settings.database_url)
+    host, port = url.hostname or "127.0.0.1", url.port or 5432
+    if port_open(host, port) or host not in LOCAL:
+        return
+    versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
+    if not versions or shutil.which("pg_ctlcluster") is None:
+        raise SystemExit(f"PostgreSQL is not running at {host}:{port} and no local cluster is installed")
+    _say(f"starting PostgreSQL {versions[-1]}")
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "start"], check=True)
+    _wait_port(host, port, "PostgreSQL")
+
+
+def ensure_redis(settings: Settings) -> None:
+    url = urlsplit(settings.redis_url)
+    host, port = url.hostname or "127.0.0.1", url.port or 6379
+    if port_open(host, port) or host not in LOCAL:
+        return
+    if shutil.which("redis-server") is None:
+        raise SystemExit(f"Redis is not running at {host}:{port} and redis-server is not installed")
+    _say("starting Redis")
+    subprocess.run(
+        ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", str(port),
+         "--save", "", "--appendonly", "no"],
+        check=True,
+    )
+    _wait_port(host, port, "Redis")
+
+
+def ensure_broker(settings: Settings) -> subprocess.Popen[bytes] | None:
+    """Start Tansu if nothing listens at the (loopback) bootstrap address."""
+    host, port = split_hostport(settings.kafka_bootstrap)
+    if port_open(host, port):
+        return None
+    if host not in LOCAL:
+        raise SystemExit(f"Kafka is not reachable at {host}:{port}")
+    _say(f"starting the Tansu broker on {host}:{port}")
+    return start_tansu(host, port, Path(settings.state_dir) / "tansu.log")
+
+
+def _wait_port(host: str, port: int, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not port_open(host, port):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what} did not come up on {host}:{port}")
+        time.sleep(0.2)
+
+
+def prepare(settings: Settings) -> subprocess.Popen[bytes] | None:
+    Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
+    ensure_postgres(settings)
+    ensure_redis(settings)
+    broker = ensure_broker(settings)
+    created = asyncio.run(create_topics(settings))
+    if created:
+        _say(f"created topics: {', '.join(created)}")
+    _, redis_counts, seconds = asyncio.run(seed_all(settings))
+    _say(
+        f"demo city ready in {seconds:.1f}s: {redis_counts.get('responders', 0)} responders, "
+        f"{redis_counts.get('cameras', 0)} cameras"
+    )
+    return broker
+
+
+class Supervisor:
+    """Runs the centre's processes; stops them all (and the broker it started) on exit."""
+
+    def __init__(self, settings: Settings, workers: int) -> None:
+        self.settings = settings
+        self.workers = workers
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.logs = Path(settings.state_dir) / "logs"
+
+    def spawn(self, name: str, module: str, env: dict[str, str]) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module], env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT, start_new_session=True,
+        )
+        log.close()
+        self.procs.append((name, proc))
+
+    def start(self) -> None:
+        s = self.settings
+        base = settings_env(s)
+        for i in range(self.workers):
+            self.spawn(f"streams-{i + 1}", "streams.worker",
+                       {**base, "FAUST_WEB_PORT": str(s.faust_web_port + i)})
+        self.spawn("dispatcher", "dispatcher.main", base)
+        self.spawn("console", "console.main", base)
+
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        url = f"http://{self.settings.http_host}:{self.settings.http_port}/healthz"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check()
+            try:
+                with urllib.request.urlopen(url, timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise SystemExit(f"console did not become healthy; see {self.logs}")
+
+    def check(self) -> None:
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                raise SystemExit(f"{name} exited with {proc.returncode}; see {self.logs / (name + '.log')}")
+
+    def stop(self) -> None:
+        for _, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for name, proc in reversed(self.procs):
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _say(f"{name} did not stop in time; killing it")
+                proc.kill()
+
+
+def settings_env(s: Settings) -> dict[str, str]:
+    """The settings as environment variables, for child processes."""
+    from dataclasses import fields
+
+    return {f.metadata["env"]: str(getattr(s, f.name)) for f in fields(s)}
+
+
+def up(settings: Settings, workers: int) -> None:
+    broker = prepare(settings)
+    sup = Supervisor(settings, workers)
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        sup.start()
+        sup.wait_healthy()
+        _banner(settings)
+        while not stop:
+            sup.check()
+            time.sleep(0.5)
+    finally:
+        _say("stopping")
+        sup.stop()
+        if broker is not None:
+            broker.terminate()
+            broker.wait(10)
+
+
+def _banner(s: Settings) -> None:
+    base = f"http://{s.http_host}:{s.http_port}"
+    users = "\n".join(f"      {u:<10} {pw:<22} ({role}, {name})" for u, name, role, pw in DEMO_USERS)
+    keys = "\n".join(f"      {role:<10} {key}" for role, key in DEMO_API_KEYS.items())
+    print(
+        f"""
+==================== 街道基层治理指挥中心 is running ====================
+  Console:        {base}/
+  API docs:       {base}/docs   (OpenAPI: {base}/openapi.json)
+  WebSocket:      {s.ws_url}
+  Kafka:          {s.kafka_bootstrap}     logs: {Path(s.state_dir) / 'logs'}
+  Operator logins (username, password):
+{users}
+  Intake API keys (X-Api-Key):
+{keys}
+  Tail the pipeline:   .venv/bin/python -m streams.tail --all
+  Stop:                Ctrl-C
+==========================================================================""",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["prepare", "up"])
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("STREAMS_WORKERS", "2")))
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    if args.command == "prepare":
+        broker = prepare(settings)
+        if broker is not None:
+            _say(f"broker left running (pid {broker.pid})")
+        return
+    up(replace(settings), args.workers)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""The Faust app and its agents. Agents are thin: hand the record to `StreamService`, send.
+
+`build_app` is the composition root of a streams worker; nothing connects at import time.
+Consumers' fetch wait comes from settings (Faust's aiokafka driver hard-codes 1,500 ms,
+which costs ~0.5 s a hop against a broker whose fetch does not wake on arrival).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+import faust
+import redis.exceptions
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from infra.settings import Settings
+from streams import topics
+from streams.normalise import BadRecord
+from streams.service import StreamService, dead_letter
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Errors that say "the world is down", not "this record is bad": retried, never dead-lettered.
+TRANSIENT = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+MAX_UNEXPECTED_ATTEMPTS = 3
+
+
+class _TunedConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        wait_ms = getattr(self.app, "fetch_max_wait_ms", None)
+        if wait_ms is not None:
+            if not hasattr(consumer, "_fetch_max_wait_ms"):
+                raise RuntimeError("aiokafka changed: cannot set the consumer's fetch wait")
+            consumer._fetch_max_wait_ms = wait_ms
+        return consumer
+
+
+class _TunedTransport(faust_aiokafka.Transport):  # type: ignore[misc]
+    Consumer = _TunedConsumer
+
+
+class CentreApp(faust.App):  # type: ignore[misc]
+    """faust.App whose consumers use our fetch wait."""
+
+    fetch_max_wait_ms: int | None = None
+
+    def _new_transport(self) -> Any:
+        return _TunedTransport(self.conf.broker_consumer, self)
+
+
+async def process(
+    stage: str, event: Any, handler: Callable[[bytes | None], Awaitable[T]], deadletters: Any
+) -> T | None:
+    """Run `handler` on one record: retry transient failures, dead-letter bad records."""
+    message = event.message
+    delay, unexpected = 0.1, 0
+    while True:
+        try:
+            return await handler(message.value)
+        except BadRecord as exc:
+            reason = str(exc)
+        except TRANSIENT as exc:
+            log.warning("%s: transient failure, retrying in %.1fs: %r", stage, delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            continue
+        except Exception as exc:
+            unexpected += 1
+            log.exception("%s: unexpected failure (%d/%d)", stage, unexpected, MAX_UNEXPECTED_ATTEMPTS)
+            if unexpected < MAX_UNEXPECTED_ATTEMPTS:
+                await asyncio.sleep(delay)
+                continue
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+        letter = dead_letter(
+            stage, reason, message.topic, message.key, message.value, message.partition, message.offset
+        )
+        log.warning("%s: dead-lettered %s[%s]@%s: %s", stage, message.topic, message.partition, message.offset, reason)
+        await deadletters.send(key=message.key, value=letter.model_dump_json().encode())
+        return None
+
+
+def build_app(settings: Settings, service: StreamService | None = None) -> CentreApp:
+    svc = service or StreamService(settings)
+    app = CentreApp(
+        settings.faust_app_id,
+        broker=[f"kafka://{s}" for s in settings.kafka_servers],
+        store="memory://",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_linger=0.0,
+        web_port=settings.faust_web_port,
+        web_host="127.0.0.1",
+        datadir=f"{settings.state_dir}/faust",
+        broker_commit_interval=0.5,
+    )
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+
+    def topic(name: str) -> Any:
+        return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+    raw, located, enriched = topic(topics.REPORTS_RAW), topic(topics.INCIDENTS_LOCATED), topic(topics.INCIDENTS_ENRICHED)
+    positions, roster, deadletters = topic(topics.POSITIONS_RAW), topic(topics.RESPONDERS_CHANGES), topic(topics.DEADLETTER)
+
+    async def each(stream: Any) -> AsyncIterator[Any]:
+        await svc.start()
+        async for event in stream.events():
+            yield event
+
+    @app.agent(raw, name="normalise")  # type: ignore[misc]
+    async def normalise_reports(stream: Any) -> None:
+        """Validate, normalise and locate each raw report; re-key it by incident id."""
+        async for event in each(stream):
+            record = await process("normalise", event, svc.locate_report, deadletters)
+            if record is not None:
+                await located.send(key=record.incident_id.encode(), value=record.model_dump_json().encode())
+
+    @app.agent(located, name="enrich")  # type: ignore[misc]
+    async def enrich_incidents(stream: Any) -> None:
+        """Add the nearest available police, grid workers and volunteers."""
+        async for event in each(stream):
+            record = await process("enrich", event, svc.enrich, deadletters)
+            if record is not None:
+                await enriched.send(key=record.incident_id.encode(), value=record.model_dump_json().encode())
+
+    @app.agent(positions, name="positions")  # type: ignore[misc]
+    async def track_positions(stream: Any) -> None:
+        """Keep each responder's live position current in Redis."""
+        async for event in each(stream):
+            await process("positions", event, svc.apply_position, deadletters)
+
+    @app.agent(roster, name="roster")  # type: ignore[misc]
+    async def track_roster(stream: Any) -> None:
+        """Keep duty status, kind, organisation and grid current in Redis."""
+        async for event in each(stream):
+            await process("roster", event, svc.apply_roster, deadletters)
+
+    @app.on_after_configured.connect  # type: ignore[misc]
+    def _quiet(app: Any, **kwargs: Any) -> None:
+        logging.getLogger("faust").setLevel(logging.WARNING)
+
+    app.service_handle = svc  # for tests and the worker's shutdown
+    return app

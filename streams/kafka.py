@@ -1,0 +1,64 @@
+"""aiokafka clients built from settings, the same way everywhere.
+
+Producers are idempotent with acks=all (a report acknowledged to its sender is on every
+in-sync replica); consumers use the configured small fetch wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import UnknownError
+
+from infra.settings import Settings
+
+
+def make_producer(settings: Settings) -> AIOKafkaProducer:
+    """acks=all always; idempotent unless KAFKA_IDEMPOTENCE=false (the local Tansu broker answers
+    InitProducerId v0, the only version aiokafka speaks, with an error). Consumers never rely on
+    it: every record carries an id and every effect is idempotent, so a retried send that lands
+    twice changes nothing."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_servers,
+        enable_idempotence=settings.kafka_idempotence,
+        acks="all",
+        linger_ms=0,
+        request_timeout_ms=10_000,
+    )
+
+
+async def start_producer(producer: AIOKafkaProducer) -> None:
+    try:
+        await producer.start()
+    except UnknownError as exc:
+        await producer.stop()
+        raise RuntimeError(
+            "the broker refused to give this producer an id (InitProducerId); Tansu does: "
+            "set KAFKA_IDEMPOTENCE=false for it"
+        ) from exc
+
+
+def make_consumer(settings: Settings, *topic_names: str, group_id: str | None) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        *topic_names,
+        bootstrap_servers=settings.kafka_servers,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest" if group_id else "latest",
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        max_poll_records=500,
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=2_000,
+    )
+
+
+def stop_on_signals(stop: Callable[[], None]) -> None:
+    """SIGINT/SIGTERM ask the service to finish its batch and shut down cleanly."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop)

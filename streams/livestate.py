@@ -1,0 +1,143 @@
+"""Live responder state in Redis: roster fields, last position, availability by kind.
+
+Each responder is a hash; responders free to dispatch (on duty, status available, position
+known) are members of one GEO set per kind, which is what nearest-responder lookups search.
+Both updates run as Lua scripts so the hash and the GEO set change together, and a position
+older than the one stored is ignored (replays and out-of-order fixes change nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from dispatcher.responder import KINDS
+from streams import topics
+
+# KEYS[1] responder hash; its kind's GEO set is named from the kind stored in the hash.
+# ARGV: responder_id, lon, lat, at_ms, accuracy
+_APPLY_POSITION = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local prev = tonumber(redis.call('HGET', KEYS[1], 'at_ms') or '-1')
+local at = tonumber(ARGV[4])
+if prev >= at then return 0 end
+redis.call('HSET', KEYS[1], 'lon', ARGV[2], 'lat', ARGV[3], 'at_ms', ARGV[4], 'accuracy_m', ARGV[5])
+local kind = redis.call('HGET', KEYS[1], 'kind')
+local duty = redis.call('HGET', KEYS[1], 'on_duty')
+local status = redis.call('HGET', KEYS[1], 'status')
+if duty == '1' and status == 'available' then
+  redis.call('GEOADD', 'GEOKEY:' .. kind, ARGV[2], ARGV[3], ARGV[1])
+else
+  redis.call('ZREM', 'GEOKEY:' .. kind, ARGV[1])
+end
+return 1
+"""
+
+# KEYS[1] responder hash, KEYS[2..] every kind's GEO set (a kind may change).
+# ARGV: responder_id, kind, on_duty ('1'/'0'), then field/value pairs (grid_id among them)
+_APPLY_ROSTER = """
+for i = 2, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
+local old_grid = redis.call('HGET', KEYS[1], 'grid_id')
+if old_grid and old_grid ~= '' then redis.call('SREM', 'GRIDKEY:' .. old_grid, ARGV[1]) end
+redis.call('HSET', KEYS[1], 'kind', ARGV[2], 'on_duty', ARGV[3])
+for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if redis.call('HEXISTS', KEYS[1], 'status') == 0 then redis.call('HSET', KEYS[1], 'status', 'available') end
+local status = redis.call('HGET', KEYS[1], 'status')
+local lon = redis.call('HGET', KEYS[1], 'lon')
+local lat = redis.call('HGET', KEYS[1], 'lat')
+local grid = redis.call('HGET', KEYS[1], 'grid_id')
+if ARGV[2] == 'grid_worker' and grid and grid ~= '' then redis.call('SADD', 'GRIDKEY:' .. grid, ARGV[1]) end
+if ARGV[3] == '1' and status == 'available' and lon and lat then
+  redis.call('GEOADD', 'GEOKEY:' .. ARGV[2], lon, lat, ARGV[1])
+end
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Nearby:
+    responder_id: str
+    distance_m: float
+    lon: float
+    lat: float
+
+
+class LiveState:
+    """Adapter over the Redis keys in `streams.topics`. Takes a connected client."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._r = redis
+        geo_prefix = topics.AVAILABLE_GEO_KEY
+        self._position = redis.register_script(_APPLY_POSITION.replace("'GEOKEY:'", repr(geo_prefix)))
+        script = _APPLY_ROSTER.replace("'GEOKEY:'", repr(geo_prefix))
+        script = script.replace("'GRIDKEY:'", repr(topics.GRID_WORKERS_KEY))
+        self._roster = redis.register_script(script)
+
+    async def apply_roster(self, responder_id: str, fields: Mapping[str, Any]) -> None:
+        """Roster fields from the registry: name, kind, org, skills, on_duty, grid_id."""
+        kind = str(fields["kind"])
+        on_duty = "1" if fields.get("on_duty") else "0"
+        extra: list[str] = []
+        for name in ("name", "org", "grid_id"):
+            extra += [name, "" if fields.get(name) is None else str(fields[name])]
+        extra += ["skills", ",".join(fields.get("skills") or [])]
+        keys = [topics.responder_key(responder_id), *(topics.available_key(k) for k in KINDS)]
+        await self._roster(keys=keys, args=[responder_id, kind, on_duty, *extra])
+
+    async def apply_position(
+        self, responder_id: str, lon: float, lat: float, at_ms: int, accuracy_m: float | None
+    ) -> int:
+        """1 applied, 0 older than what we hold, -1 unknown responder (no roster entry)."""
+        keys = [topics.responder_key(responder_id)]
+        args = [responder_id, repr(lon), repr(lat), at_ms, "" if accuracy_m is None else repr(accuracy_m)]
+        return int(await self._position(keys=keys, args=args))
+
+    async def responder(self, responder_id: str) -> dict[str, str]:
+        raw = await self._r.hgetall(topics.responder_key(responder_id))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def responders(self, ids: Iterable[str], fields: tuple[str, ...]) -> list[list[str | None]]:
+        pipe = self._r.pipeline(transaction=False)
+        for rid in ids:
+            pipe.hmget(topics.responder_key(rid), list(fields))
+        rows = await pipe.execute()
+        return [[None if v is None else v.decode() for v in row] for row in rows]
+
+    async def nearest(self, kind: str, lon: float, lat: float, radius_m: float, count: int) -> list[Nearby]:
+        """Available responders of `kind`, nearest first (Redis GEOSEARCH)."""
+        rows = await self._r.geosearch(
+            topics.available_key(kind),
+            longitude=lon,
+            latitude=lat,
+            radius=radius_m,
+            unit="m",
+            sort="ASC",
+            count=count,
+            withdist=True,
+            withcoord=True,
+        )
+        return [Nearby(r[0].decode(), float(r[1]), float(r[2][0]), float(r[2][1])) for r in rows]
+
+    async def available_positions(self, kind: str) -> dict[str, tuple[float, float]]:
+        """Every available responder of `kind` with its stored position (for checks and tools)."""
+        ids = [m.decode() for m in await self._r.zrange(topics.available_key(kind), 0, -1)]
+        if not ids:
+            return {}
+        coords = await self._r.geopos(topics.available_key(kind), *ids)
+        return {i: (float(c[0]), float(c[1])) for i, c in zip(ids, coords, strict=True) if c is not None}
+
+    async def grid_workers(self, grid_id: str) -> list[str]:
+        """Grid workers responsible for `grid_id` (usually one)."""
+        return sorted(m.decode() for m in await self._r.smembers(topics.grid_workers_key(grid_id)))
+
+    async def put_camera(self, camera_id: str, name: str, lon: float, lat: float) -> None:
+        await self._r.hset(topics.camera_key(camera_id), mapping={"name": name, "lon": lon, "lat": lat})
+
+    async def camera(self, camera_id: str) -> tuple[str, float, float] | None:
+        raw = await self._r.hmget(topics.camera_key(camera_id), ["name", "lon", "lat"])
+        if raw[0] is None:
+            return None
+        return raw[0].decode(), float(raw[1]), float(raw[2])

@@ -1,0 +1,59 @@
+"""Every Kafka topic name and Redis key prefix in one place.
+
+Keys: everything about one incident is keyed by its incident id (one writer per incident);
+raw reports are keyed by tracking number, from which the incident id is derived, so they land
+on the same partition as the incident they become. Positions are keyed by responder id.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- Kafka topics -----------------------------------------------------------------------
+REPORTS_RAW: Final = "reports.raw"  # intake -> normalise (key: tracking_no)
+POSITIONS_RAW: Final = "positions.raw"  # intake -> position tracker (key: responder_id)
+RESPONDERS_CHANGES: Final = "responders.changes"  # registry -> roster tracker (key: responder_id)
+INCIDENTS_LOCATED: Final = "incidents.located"  # normalise -> enrich (key: incident_id)
+INCIDENTS_ENRICHED: Final = "incidents.enriched"  # enrich -> dispatcher (key: incident_id)
+INCIDENTS_EVENTS: Final = "incidents.events"  # dispatcher -> consoles (key: incident_id)
+DEADLETTER: Final = "deadletter"  # any agent -> ops (key: original key)
+
+PIPELINE_TOPICS: Final = (
+    REPORTS_RAW,
+    POSITIONS_RAW,
+    RESPONDERS_CHANGES,
+    INCIDENTS_LOCATED,
+    INCIDENTS_ENRICHED,
+    INCIDENTS_EVENTS,
+    DEADLETTER,
+)
+
+# --- Consumer groups outside Faust --------------------------------------------------------
+DISPATCHER_GROUP: Final = "centre-dispatcher"
+
+# --- Redis keys ---------------------------------------------------------------------------
+RESPONDER_KEY: Final = "responder:"  # hash per responder: roster fields + live position
+AVAILABLE_GEO_KEY: Final = "available:"  # GEO set per kind of responders free to dispatch
+GRID_WORKERS_KEY: Final = "grid:workers:"  # set per grid of the grid workers responsible for it
+CAMERA_KEY: Final = "camera:"  # hash per camera: name, lon, lat
+SESSION_KEY: Final = "session:"  # operator session token -> user (expires when idle)
+
+
+def responder_key(responder_id: str) -> str:
+    return f"{RESPONDER_KEY}{responder_id}"
+
+
+def available_key(kind: str) -> str:
+    return f"{AVAILABLE_GEO_KEY}{kind}"
+
+
+def grid_workers_key(grid_id: str) -> str:
+    return f"{GRID_WORKERS_KEY}{grid_id}"
+
+
+def camera_key(camera_id: str) -> str:
+    return f"{CAMERA_KEY}{camera_id}"
+
+
+def session_key(token: str) -> str:
+    return f"{SESSION_KEY}{token}"

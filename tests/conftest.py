@@ -1,0 +1,93 @@
+"""Shared fixtures: a real Tansu broker, a fresh PostgreSQL database and a Redis database.
+
+Each test session gets its own broker on a free port and its own database, so tests never
+touch the demo centre's data and can run while it is up.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from infra.broker import start_tansu
+from infra.db import drop_database, ensure_database, migrate
+from infra.settings import Settings
+
+STATE = Path(__file__).resolve().parent.parent / ".state" / "test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[str]:
+    """Bootstrap address of a fresh, empty Tansu broker for this session."""
+    port = free_port()
+    proc = start_tansu("127.0.0.1", port, STATE / f"tansu-{port}.log")
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    base = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432")
+    return f"{base.rstrip('/')}/centre_test_{os.getpid()}"
+
+
+@pytest.fixture(scope="session")
+async def pg(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on a freshly created, fully migrated database (dropped after the session)."""
+    await drop_database(database_url)
+    await ensure_database(database_url)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=5)
+    assert pool is not None
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    yield pool
+    await pool.close()
+    await drop_database(database_url)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture(scope="session")
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    await client.flushdb()
+    yield client
+    await client.flushdb()
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def settings(broker: str, database_url: str, redis_url: str) -> Settings:
+    return Settings(
+        kafka_bootstrap=broker,
+        database_url=database_url,
+        redis_url=redis_url,
+        http_port=free_port(),
+        ws_port=free_port(),
+        faust_web_port=free_port(),
+        faust_app_id=f"centre-test-{os.getpid()}",
+        state_dir=str(STATE),
+        topic_partitions=4,
+    )

@@ -1,0 +1,208 @@
+"""The whole centre, running: Tansu, PostgreSQL, Redis, a streams worker, the dispatcher and a
+console server, as real processes started the way `./centre run` starts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from websockets.asyncio.client import ClientConnection, connect
+
+from dispatcher.store import create_pool
+from infra.db import drop_database
+from infra.kafka_admin import create_topics
+from infra.seed import DEMO_API_KEYS, seed_all
+from infra.settings import Settings
+from infra.stack import Supervisor
+from tests.conftest import free_port
+
+KEYS = DEMO_API_KEYS
+
+
+@pytest.fixture(scope="session")
+def stack_settings(broker: str) -> Settings:
+    base = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432")
+    return Settings(
+        kafka_bootstrap=broker,
+        kafka_idempotence=False,
+        database_url=f"{base.rstrip('/')}/centre_e2e_{os.getpid()}",
+        redis_url=os.environ.get("TEST_E2E_REDIS_URL", "redis://127.0.0.1:6379/14"),
+        http_port=free_port(),
+        ws_port=free_port(),
+        faust_web_port=free_port(),
+        faust_app_id=f"centre-e2e-{os.getpid()}",
+        state_dir=f"{Settings().state_dir}/e2e",
+        topic_partitions=4,
+    )
+
+
+@pytest.fixture(scope="session")
+def stack(stack_settings: Settings) -> Iterator[Settings]:
+    s = stack_settings
+    asyncio.run(_reset(s))
+    asyncio.run(create_topics(s))
+    asyncio.run(seed_all(s))
+    sup = Supervisor(s, workers=1)
+    sup.start()
+    try:
+        sup.wait_healthy(90)
+        asyncio.run(_warm_up(s))
+        yield s
+        sup.check()  # every service is still alive after the tests
+    finally:
+        sup.stop()
+        asyncio.run(drop_database(s.database_url))
+
+
+async def _reset(s: Settings) -> None:
+    await drop_database(s.database_url)
+    r = aioredis.Redis.from_url(s.redis_url)
+    await r.flushdb()
+    await r.aclose()
+
+
+async def _warm_up(s: Settings, timeout: float = 90.0) -> None:
+    """Wait until the whole pipeline has joined its consumer groups: a report goes through."""
+    async with httpx.AsyncClient(base_url=f"http://{s.http_host}:{s.http_port}") as http:
+        r = await http.post("/api/v1/intake/app-reports", headers={"X-Api-Key": KEYS["app"]}, json=app_report("WARMUP"))
+        assert r.status_code == 202, r.text
+        tracking = r.json()["tracking_no"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = await http.get(f"/api/v1/reports/{tracking}")
+            if got.json().get("status") == "new":
+                return
+            await asyncio.sleep(0.2)
+    raise RuntimeError("pipeline did not come up")
+
+
+def app_report(report_id: str, lon: float = 106.5302, lat: float = 29.6290, category: str = "garbage_overflow") -> dict[str, Any]:
+    return {"report_id": report_id, "reporter_id": "resident-1029", "reported_at": "2026-11-22T09:32:00+08:00",
+            "category": category, "description": "垃圾桶满了", "lon": lon, "lat": lat,
+            "photo_urls": ["http://app.example/p/8f3a.jpg"]}
+
+
+def hotline_ticket(ticket_no: str, lon: float = 106.5321, lat: float = 29.6312) -> dict[str, Any]:
+    return {"ticket_no": ticket_no, "received_at": "2026-11-22T09:31:00+08:00", "caller_phone": "13800138000",
+            "caller_name": "李女士", "category": "cooking_fumes", "description": "楼下饭店油烟太大",
+            "address": "清晖岸小区3栋", "lon": lon, "lat": lat, "time_limit": "24h"}
+
+
+def camera_alarm(alarm_id: str, camera_id: str = "50010800001320000042", alarm_type: str = "smoke_fire") -> dict[str, Any]:
+    return {"alarm_id": alarm_id, "camera_id": camera_id, "alarm_type": alarm_type, "confidence": 0.91,
+            "occurred_at": "2026-11-22T09:30:00+08:00", "snapshot_url": "http://video.example/snap/42.jpg",
+            "stream_url": "rtsp://video.example/live/42"}
+
+
+@pytest.fixture
+async def http(stack: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=f"http://{stack.http_host}:{stack.http_port}", timeout=15) as client:
+        yield client
+
+
+@pytest.fixture
+async def token(http: httpx.AsyncClient) -> str:
+    r = await http.post("/api/v1/auth/login", json={"username": "duty", "password": "duty-demo-2026"})
+    assert r.status_code == 200, r.text
+    return str(r.json()["token"])
+
+
+@pytest.fixture
+async def stack_pg(stack: Settings) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(stack.database_url, max_size=3)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def stack_redis(stack: Settings) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(stack.redis_url)
+    yield client
+    await client.aclose()
+
+
+class Console:
+    """A console client: authenticates, keeps the snapshot, collects deltas in order."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.seq: int | None = None
+        self.snapshot: list[dict[str, Any]] = []
+        self.deltas: list[dict[str, Any]] = []
+        self.frames: list[dict[str, Any]] = []
+
+    @classmethod
+    async def open(cls, settings: Settings, token: str, resume_from: int | None = None) -> Console:
+        ws = await connect(f"ws://{settings.http_host}:{settings.ws_port}", max_size=2**24)
+        console = cls(ws)
+        hello: dict[str, Any] = {"type": "auth", "id": "hello", "token": token}
+        if resume_from is not None:
+            hello["resume_from"] = resume_from
+        await ws.send(orjson.dumps(hello).decode())
+        ack = orjson.loads(await ws.recv())
+        assert ack["type"] == "ack" and ack["id"] == "hello", ack
+        first = orjson.loads(await ws.recv())
+        console.frames.append(first)
+        if first["type"] == "snapshot":
+            console.snapshot, console.seq = first["incidents"], first["seq"]
+        else:
+            assert first["type"] == "resumed", first
+            console.seq = first["from"]
+        return console
+
+    async def next_frame(self, timeout: float = 10.0) -> dict[str, Any]:
+        frame: dict[str, Any] = orjson.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        self.frames.append(frame)
+        if frame["type"] == "delta":
+            assert self.seq is not None and frame["seq"] == self.seq + 1, (self.seq, frame["seq"])
+            self.seq = frame["seq"]
+            self.deltas.append(frame)
+        return frame
+
+    async def wait_incident(self, incident_id: str, timeout: float = 20.0) -> dict[str, Any]:
+        for d in self.deltas:
+            if d["incident"]["incident_id"] == incident_id:
+                return dict(d["incident"])
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{incident_id} did not reach the console in {timeout}s")
+            frame = await self.next_frame(left)
+            if frame["type"] == "delta" and frame["incident"]["incident_id"] == incident_id:
+                return dict(frame["incident"])
+
+    async def drain(self, quiet_s: float = 1.0) -> None:
+        """Read until nothing arrives for `quiet_s`."""
+        while True:
+            try:
+                await self.next_frame(quiet_s)
+            except TimeoutError:
+                return
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+@pytest.fixture
+async def console(stack: Settings, token: str) -> AsyncIterator[Console]:
+    c = await Console.open(stack, token)
+    yield c
+    await c.close()
+
+
+def incident_id(tracking_no: str) -> str:
+    return f"INC-{tracking_no}"
+
+
+__all__ = ["KEYS", "Console", "app_report", "camera_alarm", "hotline_ticket", "incident_id", "replace"]
