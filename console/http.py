@@ -6,13 +6,13 @@ names the problem: 400 malformed JSON, 401 bad or missing credentials, 404 unkno
 made durable right now.
 """
 
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import Depends, FastAPI, Header, Path as PathParam, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -88,8 +88,13 @@ class BodyLimit:
 
 async def _too_large(limit: int, send: Send) -> None:
     body = f'{{"error":"too_large","message":"body larger than {limit} bytes"}}'.encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -107,7 +112,10 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
     app = FastAPI(
         title="街道基层治理指挥中心 API",
         version="1.0",
-        description="Intake, registry and read API of the street command centre. See docs/ for the WebSocket protocol.",
+        description=(
+            "Intake, registry and read API of the street command centre. "
+            "The WebSocket protocol is in docs/live-protocol.md."
+        ),
     )
     app.add_middleware(BodyLimit, limit=svc.settings.max_body_bytes)
 
@@ -119,8 +127,12 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
-            detail = next(e for e in errors if e.get("type") == "json_invalid").get("ctx", {}).get("error", "")
-            return JSONResponse({"error": "malformed_json", "message": f"body is not valid JSON: {detail}"}, 400)
+            detail = (
+                next(e for e in errors if e.get("type") == "json_invalid").get("ctx", {}).get("error", "")
+            )
+            return JSONResponse(
+                {"error": "malformed_json", "message": f"body is not valid JSON: {detail}"}, 400
+            )
         fields = [{"field": _field(tuple(e["loc"])), "reason": e["msg"]} for e in errors]
         message = "; ".join(f"{f['field']}: {f['reason']}" for f in fields)
         return JSONResponse({"error": "invalid", "message": message, "fields": fields}, 422)
@@ -128,13 +140,19 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
     async def api_role(x_api_key: Annotated[str | None, Header()] = None) -> str:
         role = await svc.api_keys.role(x_api_key)
         if role is None:
-            raise HttpError(401, "unauthorized", "missing or invalid X-Api-Key", {"WWW-Authenticate": "ApiKey"})
+            raise HttpError(
+                401, "unauthorized", "missing or invalid X-Api-Key", {"WWW-Authenticate": "ApiKey"}
+            )
         return role
 
     def needs_key(*roles: str) -> Any:
         async def check(role: Annotated[str, Depends(api_role)]) -> str:
             if role not in roles:
-                raise HttpError(401, "unauthorized", f"this X-Api-Key is not valid for this endpoint (needs {'/'.join(roles)})")
+                raise HttpError(
+                    401,
+                    "unauthorized",
+                    f"this X-Api-Key is not valid for this endpoint (needs {'/'.join(roles)})",
+                )
             return role
 
         return Depends(check)
@@ -143,12 +161,21 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         token = authorization[7:] if authorization and authorization.lower().startswith("bearer ") else None
         user = await svc.sessions.user(token)
         if user is None:
-            raise HttpError(401, "unauthorized", "log in first (Authorization: Bearer <token>)", {"WWW-Authenticate": "Bearer"})
+            raise HttpError(
+                401,
+                "unauthorized",
+                "log in first (Authorization: Bearer <token>)",
+                {"WWW-Authenticate": "Bearer"},
+            )
         return user
 
     def unprocessable(exc: UnknownReference) -> JSONResponse:
         return JSONResponse(
-            {"error": "invalid", "message": f"{exc.field}: {exc}", "fields": [{"field": exc.field, "reason": str(exc)}]},
+            {
+                "error": "invalid",
+                "message": f"{exc.field}: {exc}",
+                "fields": [{"field": exc.field, "reason": str(exc)}],
+            },
             422,
         )
 
@@ -158,17 +185,26 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         except UnknownReference as exc:
             return unprocessable(exc)
         except NotDurable as exc:
-            raise HttpError(503, "unavailable", f"report not accepted, retry: {exc}", {"Retry-After": "5"}) from exc
+            raise HttpError(
+                503, "unavailable", f"report not accepted, retry: {exc}", {"Retry-After": "5"}
+            ) from exc
         status = 202 if accepted.created else 200
         return JSONResponse({"tracking_no": accepted.tracking_no, "status": "received"}, status)
 
     # --- intake ---------------------------------------------------------------------------
-    @app.post("/api/v1/intake/camera-alarms", status_code=202, tags=["intake"], dependencies=[needs_key("camera")])
+    @app.post(
+        "/api/v1/intake/camera-alarms", status_code=202, tags=["intake"], dependencies=[needs_key("camera")]
+    )
     async def camera_alarm(alarm: CameraAlarm) -> JSONResponse:
         """A 雪亮工程 video-analytics alarm."""
         return await take("camera", alarm)
 
-    @app.post("/api/v1/intake/hotline-tickets", status_code=202, tags=["intake"], dependencies=[needs_key("hotline")])
+    @app.post(
+        "/api/v1/intake/hotline-tickets",
+        status_code=202,
+        tags=["intake"],
+        dependencies=[needs_key("hotline")],
+    )
     async def hotline_ticket(ticket: HotlineTicket) -> JSONResponse:
         """A 12345 hotline ticket."""
         return await take("hotline", ticket)
@@ -178,7 +214,9 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         """A resident's 随手拍 report."""
         return await take("app", report)
 
-    @app.post("/api/v1/intake/positions", status_code=202, tags=["intake"], dependencies=[needs_key("positions")])
+    @app.post(
+        "/api/v1/intake/positions", status_code=202, tags=["intake"], dependencies=[needs_key("positions")]
+    )
     async def positions(batch: PositionBatch) -> JSONResponse:
         """Responders' positions, up to 1,000 a batch."""
         try:
@@ -186,7 +224,9 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         except UnknownReference as exc:
             return unprocessable(exc)
         except NotDurable as exc:
-            raise HttpError(503, "unavailable", f"positions not accepted, retry: {exc}", {"Retry-After": "5"}) from exc
+            raise HttpError(
+                503, "unavailable", f"positions not accepted, retry: {exc}", {"Retry-After": "5"}
+            ) from exc
         return JSONResponse({"accepted": n}, 202)
 
     # --- registry -------------------------------------------------------------------------
@@ -213,8 +253,13 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
             raise HttpError(401, "unauthorized", "wrong username or password")
         token, user = result
         return JSONResponse(
-            {"token": token, "username": user.username, "display_name": user.display_name,
-             "role": user.role, "expires_in": svc.sessions.ttl_s}
+            {
+                "token": token,
+                "username": user.username,
+                "display_name": user.display_name,
+                "role": user.role,
+                "expires_in": svc.sessions.ttl_s,
+            }
         )
 
     @app.get("/api/v1/auth/me", tags=["auth"])
@@ -225,7 +270,9 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
     @app.get("/api/v1/incidents", tags=["read"])
     async def incidents(
         user: Annotated[User, Depends(operator)],
-        status: Annotated[str, Query(max_length=200, description="open, all, or comma-separated states")] = "open",
+        status: Annotated[
+            str, Query(max_length=200, description="open, all, or comma-separated states")
+        ] = "open",
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, Any]:
@@ -237,20 +284,35 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
             statuses = [s.strip() for s in status.split(",") if s.strip()]
             bad = [s for s in statuses if s not in IncidentState._value2member_map_]
             if bad:
-                raise HttpError(422, "invalid", f"status: unknown state {bad[0]!r}; use open, all or one of "
-                                f"{', '.join(s.value for s in IncidentState)}")
+                raise HttpError(
+                    422,
+                    "invalid",
+                    f"status: unknown state {bad[0]!r}; use open, all or one of "
+                    f"{', '.join(s.value for s in IncidentState)}",
+                )
         rows = await store.incident_rows(svc.pool, statuses, limit, offset)
-        return {"incidents": [masked_incident(store.incident_view(r)) for r in rows], "limit": limit, "offset": offset}
+        return {
+            "incidents": [masked_incident(store.incident_view(r)) for r in rows],
+            "limit": limit,
+            "offset": offset,
+        }
 
     @app.get("/api/v1/incidents/{incident_id}", tags=["read"])
-    async def incident(incident_id: Annotated[str, PathParam(max_length=100)], user: Annotated[User, Depends(operator)]) -> dict[str, Any]:
+    async def incident(
+        incident_id: Annotated[str, PathParam(max_length=100)], user: Annotated[User, Depends(operator)]
+    ) -> dict[str, Any]:
         row = await store.incident_row(svc.pool, incident_id)
         if row is None:
             raise HttpError(404, "not_found", f"no incident {incident_id!r}")
         view = masked_incident(store.incident_view(row))
         view["reports"] = [
-            {"tracking_no": r["tracking_no"], "source": r["source"], "source_id": r["source_id"],
-             "received_at": r["received_at"].isoformat(), "payload": masked_payload(r["source"], r["payload"])}
+            {
+                "tracking_no": r["tracking_no"],
+                "source": r["source"],
+                "source_id": r["source_id"],
+                "received_at": r["received_at"].isoformat(),
+                "payload": masked_payload(r["source"], r["payload"]),
+            }
             for r in await store.linked_reports(svc.pool, incident_id)
         ]
         view["timeline"] = [store.event_view(e) for e in await store.events_of(svc.pool, incident_id)]
@@ -262,7 +324,9 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         row = await store.report_by_tracking_no(svc.pool, tracking_no)
         if row is None:
             raise HttpError(404, "not_found", f"no report {tracking_no!r}")
-        timeline: list[dict[str, Any]] = [{"at": row["received_at"].isoformat(), "step": "received", "label": "已受理"}]
+        timeline: list[dict[str, Any]] = [
+            {"at": row["received_at"].isoformat(), "step": "received", "label": "已受理"}
+        ]
         status, label = "received", "已受理"
         incident_row = await store.incident_row(svc.pool, row["incident_id"]) if row["incident_id"] else None
         if incident_row is not None:
@@ -274,8 +338,13 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
                     step = IncidentState(ev["state"])
                     timeline.append({"at": ev["at"], "step": step.value, "label": STATE_LABELS[step]})
         category = row["payload"].get("category") or row["payload"].get("alarm_type")
-        return {"tracking_no": tracking_no, "status": status, "status_label": label,
-                "category": category, "timeline": timeline}
+        return {
+            "tracking_no": tracking_no,
+            "status": status,
+            "status_label": label,
+            "category": category,
+            "timeline": timeline,
+        }
 
     # --- pages ----------------------------------------------------------------------------
     @app.get("/api/v1/config", tags=["pages"])

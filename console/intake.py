@@ -52,7 +52,9 @@ class Accepted:
 
 
 class IntakeService:
-    def __init__(self, pool: asyncpg.Pool, producer: AIOKafkaProducer, publish_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, producer: AIOKafkaProducer, publish_timeout_s: float = 10.0
+    ) -> None:
         self._pool = pool
         self._producer = producer
         self._timeout = publish_timeout_s
@@ -81,30 +83,45 @@ class IntakeService:
             raise NotDurable(f"database unavailable: {exc}") from exc
         if row is None:
             existing = await self._pool.fetchrow(
-                "SELECT tracking_no, payload, received_at, published_at FROM reports WHERE source = $1 AND source_id = $2",
+                """SELECT tracking_no, payload, received_at, published_at FROM reports
+                    WHERE source = $1 AND source_id = $2""",
                 source,
                 source_id,
             )
             assert existing is not None
             if existing["published_at"] is None:
-                await self._publish(existing["tracking_no"], source, existing["payload"], existing["received_at"])
+                await self._publish(
+                    existing["tracking_no"], source, existing["payload"], existing["received_at"]
+                )
             return Accepted(existing["tracking_no"], created=False)
         await self._publish(tracking_no, source, payload, now)
         return Accepted(tracking_no, created=True)
 
-    async def _publish(self, tracking_no: str, source: str, payload: dict[str, Any], received_at: datetime) -> None:
-        raw = RawReport(
-            tracking_no=tracking_no, source=source, received_at=received_at, payload=payload, intake_ns=time.time_ns()
-        )  # type: ignore[arg-type]
+    async def _publish(
+        self, tracking_no: str, source: str, payload: dict[str, Any], received_at: datetime
+    ) -> None:
+        raw = RawReport.model_validate(
+            {
+                "tracking_no": tracking_no,
+                "source": source,
+                "received_at": received_at,
+                "payload": payload,
+                "intake_ns": time.time_ns(),
+            }
+        )
         try:
             await asyncio.wait_for(
-                self._producer.send_and_wait(topics.REPORTS_RAW, key=tracking_no.encode(), value=raw.model_dump_json().encode()),
+                self._producer.send_and_wait(
+                    topics.REPORTS_RAW, key=tracking_no.encode(), value=raw.model_dump_json().encode()
+                ),
                 self._timeout,
             )
         except Exception as exc:
             log.warning("could not publish %s: %r", tracking_no, exc)
             raise NotDurable(f"event backbone unavailable: {exc}") from exc
-        await self._pool.execute("UPDATE reports SET published_at = now() WHERE tracking_no = $1", tracking_no)
+        await self._pool.execute(
+            "UPDATE reports SET published_at = now() WHERE tracking_no = $1", tracking_no
+        )
 
     async def republish_pending(self, older_than_s: float = 5.0, limit: int = 500) -> int:
         """Publish reports recorded but never published (the reconciler's job)."""
@@ -121,16 +138,23 @@ class IntakeService:
 
     async def accept_positions(self, batch: PositionBatch) -> int:
         ids = sorted({p.responder_id for p in batch.positions})
-        known = {r["responder_id"] for r in await self._pool.fetch(
-            "SELECT responder_id FROM responders WHERE responder_id = ANY($1::text[])", ids
-        )}
+        known = {
+            r["responder_id"]
+            for r in await self._pool.fetch(
+                "SELECT responder_id FROM responders WHERE responder_id = ANY($1::text[])", ids
+            )
+        }
         for i, fix in enumerate(batch.positions):
             if fix.responder_id not in known:
-                raise UnknownReference(f"positions.{i}.responder_id", f"unknown responder {fix.responder_id!r}")
+                raise UnknownReference(
+                    f"positions.{i}.responder_id", f"unknown responder {fix.responder_id!r}"
+                )
         try:
             futures = [
                 await self._producer.send(
-                    topics.POSITIONS_RAW, key=fix.responder_id.encode(), value=orjson.dumps(fix.model_dump(mode="json"))
+                    topics.POSITIONS_RAW,
+                    key=fix.responder_id.encode(),
+                    value=orjson.dumps(fix.model_dump(mode="json")),
                 )
                 for fix in batch.positions
             ]

@@ -58,6 +58,7 @@ class LiveHub:
         self.board = board
         self._sessions = sessions
         self._clients: set[Client] = set()
+        self._closing: set[asyncio.Task[None]] = set()  # owned until each close completes
 
     @property
     def client_count(self) -> int:
@@ -71,7 +72,9 @@ class LiveHub:
             if not client.offer(delta.frame):
                 log.warning("console %s too slow, disconnecting", client.user.username)
                 self._clients.discard(client)
-                asyncio.ensure_future(client.ws.close(CLOSE_TOO_SLOW, "too slow"))
+                task = asyncio.create_task(client.ws.close(CLOSE_TOO_SLOW, "too slow"))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
         return delta
 
     async def handler(self, ws: ServerConnection) -> None:
@@ -81,8 +84,12 @@ class LiveHub:
         user, hello = auth
         # No await between the first frames and joining: no delta can fall in between.
         client = Client(ws, user)
-        client.offer(ack_frame(hello.get("id"), user={"username": user.username, "display_name": user.display_name,
-                                                      "role": user.role}))
+        client.offer(
+            ack_frame(
+                hello.get("id"),
+                user={"username": user.username, "display_name": user.display_name, "role": user.role},
+            )
+        )
         resume = hello.get("resume_from")
         for frame in self._start_frames(resume if isinstance(resume, int) else None):
             client.offer(frame)
@@ -114,13 +121,20 @@ class LiveHub:
             return None
         msg = _decode(raw)
         if msg is None or msg.get("type") != "auth":
-            await ws.send(error_frame("unauthorised", "first frame must be {\"type\": \"auth\", \"token\": ...}",
-                                      msg.get("id") if msg else None).decode())
+            await ws.send(
+                error_frame(
+                    "unauthorised",
+                    'first frame must be {"type": "auth", "token": ...}',
+                    msg.get("id") if msg else None,
+                ).decode()
+            )
             await ws.close(CLOSE_UNAUTHORISED, "authenticate first")
             return None
         user = await self._sessions.user(msg.get("token") if isinstance(msg.get("token"), str) else None)
         if user is None:
-            await ws.send(error_frame("unauthorised", "invalid or expired session token", msg.get("id")).decode())
+            await ws.send(
+                error_frame("unauthorised", "invalid or expired session token", msg.get("id")).decode()
+            )
             await ws.close(CLOSE_UNAUTHORISED, "invalid token")
             return None
         return user, msg
@@ -129,8 +143,10 @@ class LiveHub:
         if resume_from is not None:
             missed = self.board.since(resume_from)
             if missed is not None:
-                return [orjson.dumps({"type": "resumed", "from": resume_from, "seq": self.board.seq}),
-                        *(d.frame for d in missed)]
+                return [
+                    orjson.dumps({"type": "resumed", "from": resume_from, "seq": self.board.seq}),
+                    *(d.frame for d in missed),
+                ]
             snap = orjson.loads(self.board.snapshot())
             snap["resync"] = True
             return [orjson.dumps(snap)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterator
 
 import orjson
 import redis.asyncio as aioredis
@@ -34,6 +35,14 @@ from streams.livestate import LiveState
 log = logging.getLogger("console")
 
 
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: this process's composition root owns shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 async def follow_events(consumer: AIOKafkaConsumer, hub: LiveHub, stopping: asyncio.Event) -> None:
     """Feed every incident event to the board, in partition order."""
     while not stopping.is_set():
@@ -44,7 +53,9 @@ async def follow_events(consumer: AIOKafkaConsumer, hub: LiveHub, stopping: asyn
                     message = orjson.loads(record.value or b"")
                     hub.publish(message)
                 except Exception:
-                    log.exception("unusable incident event at %s[%d]@%d", record.topic, record.partition, record.offset)
+                    log.exception(
+                        "unusable incident event at %s[%d]@%d", record.topic, record.partition, record.offset
+                    )
 
 
 async def start_events_consumer(settings: Settings) -> AIOKafkaConsumer:
@@ -108,22 +119,33 @@ async def amain(settings: Settings) -> None:
         intake=intake,
         registry=RegistryService(pool, producer, LiveState(redis)),
     )
-    http = uvicorn.Server(
+    http = _Server(
         uvicorn.Config(
-            create_http_app(services), host=settings.http_host, port=settings.http_port,
-            log_level="warning", access_log=False, lifespan="off",
+            create_http_app(services),
+            host=settings.http_host,
+            port=settings.http_port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
         )
     )
-    http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     tasks: list[asyncio.Task[None]] = []
-    async with serve(hub.handler, settings.http_host, settings.ws_port, max_size=MAX_FRAME * 2,
-                     ping_interval=20, ping_timeout=20):
+    async with serve(
+        hub.handler,
+        settings.http_host,
+        settings.ws_port,
+        max_size=MAX_FRAME * 2,
+        ping_interval=20,
+        ping_timeout=20,
+    ):
         tasks = [
             asyncio.create_task(http.serve(), name="http"),
             asyncio.create_task(follow_events(consumer, hub, stopping), name="events"),
             asyncio.create_task(reconcile(intake, stopping), name="reconcile"),
         ]
-        print(f"console: http://{settings.http_host}:{settings.http_port}/  ws: {settings.ws_url}", flush=True)
+        print(
+            f"console: http://{settings.http_host}:{settings.http_port}/  ws: {settings.ws_url}", flush=True
+        )
         done_task = asyncio.create_task(stopping.wait())
         done, _ = await asyncio.wait([done_task, *tasks], return_when=asyncio.FIRST_COMPLETED)
         for t in done:

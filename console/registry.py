@@ -48,7 +48,10 @@ class RegistryService:
         value = orjson.dumps({"responder_id": responder_id, **body.model_dump()})
         try:
             await asyncio.wait_for(
-                self._producer.send_and_wait(topics.RESPONDERS_CHANGES, key=responder_id.encode(), value=value), 10
+                self._producer.send_and_wait(
+                    topics.RESPONDERS_CHANGES, key=responder_id.encode(), value=value
+                ),
+                10,
             )
         except Exception as exc:
             raise NotDurable(f"event backbone unavailable: {exc}") from exc

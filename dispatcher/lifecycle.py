@@ -27,8 +27,14 @@ class IncidentState(StrEnum):
 
 
 OPEN_STATES: Final = frozenset(
-    {IncidentState.NEW, IncidentState.DISPATCHED, IncidentState.IN_PROGRESS, IncidentState.REOPENED,
-     IncidentState.RESOLVED, IncidentState.VERIFIED}
+    {
+        IncidentState.NEW,
+        IncidentState.DISPATCHED,
+        IncidentState.IN_PROGRESS,
+        IncidentState.REOPENED,
+        IncidentState.RESOLVED,
+        IncidentState.VERIFIED,
+    }
 )
 STATE_LABELS: Final = {
     IncidentState.NEW: "待派遣",
@@ -75,7 +81,9 @@ TRANSITIONS: Final[dict[tuple[IncidentState | None, Action], IncidentState]] = {
 }
 REASON_REQUIRED: Final = frozenset({_A.VERIFY_FAIL, _A.REOPEN, _A.CANCEL})
 # Steps a resident may see on the public progress page (进度随时查).
-PUBLIC_ACTIONS: Final = frozenset({_A.FILE, _A.DISPATCH, _A.START, _A.RESOLVE, _A.CLOSE, _A.REOPEN, _A.CANCEL, _A.MERGE})
+PUBLIC_ACTIONS: Final = frozenset(
+    {_A.FILE, _A.DISPATCH, _A.START, _A.RESOLVE, _A.CLOSE, _A.REOPEN, _A.CANCEL, _A.MERGE}
+)
 
 
 class IllegalTransition(Exception):

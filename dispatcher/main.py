@@ -26,7 +26,14 @@ from streams.normalise import describe_validation_error
 from streams.records import DeadLetter, EnrichedIncident
 
 log = logging.getLogger("dispatcher")
-TRANSIENT = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, KafkaError)
+MAX_UNEXPECTED = 3  # a record that keeps failing for no transient reason is dead-lettered
+TRANSIENT = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    KafkaError,
+)
 
 
 class Dispatcher:
@@ -49,7 +56,9 @@ class Dispatcher:
             await migrate(conn)
         self._producer = make_producer(self.settings)
         await start_producer(self._producer)
-        self._consumer = make_consumer(self.settings, topics.INCIDENTS_ENRICHED, group_id=topics.DISPATCHER_GROUP)
+        self._consumer = make_consumer(
+            self.settings, topics.INCIDENTS_ENRICHED, group_id=topics.DISPATCHER_GROUP
+        )
         await self._consumer.start()
 
     async def close(self) -> None:
@@ -76,15 +85,21 @@ class Dispatcher:
         try:
             rec = EnrichedIncident.model_validate(orjson.loads(record.value or b""))
         except (orjson.JSONDecodeError, ValidationError) as exc:
-            reason = describe_validation_error(exc) if isinstance(exc, ValidationError) else f"value is not JSON: {exc}"
+            reason = (
+                describe_validation_error(exc)
+                if isinstance(exc, ValidationError)
+                else f"value is not JSON: {exc}"
+            )
             await self._dead_letter(record, reason)
             return
-        delay = 0.1
+        delay, unexpected = 0.1, 0
         while True:
             try:
                 messages = await service.file(rec)
                 futures = [
-                    await self._producer.send(topics.INCIDENTS_EVENTS, key=rec.incident_id.encode(), value=orjson.dumps(m))
+                    await self._producer.send(
+                        topics.INCIDENTS_EVENTS, key=rec.incident_id.encode(), value=orjson.dumps(m)
+                    )
                     for m in messages
                 ]
                 for fut in futures:
@@ -94,8 +109,14 @@ class Dispatcher:
                 if self._stopping.is_set():
                     raise
                 log.warning("transient failure on %s, retrying in %.1fs: %r", rec.incident_id, delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+            except Exception as exc:
+                unexpected += 1
+                log.exception("unexpected failure on %s (%d/%d)", rec.incident_id, unexpected, MAX_UNEXPECTED)
+                if unexpected >= MAX_UNEXPECTED:
+                    await self._dead_letter(record, f"internal error: {type(exc).__name__}: {exc}")
+                    return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def _dead_letter(self, record: ConsumerRecord, reason: str) -> None:
         assert self._producer is not None
@@ -110,7 +131,9 @@ class Dispatcher:
             at=datetime.now(UTC),
         )
         log.warning("dead-lettered %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
-        await self._producer.send_and_wait(topics.DEADLETTER, key=record.key, value=letter.model_dump_json().encode())
+        await self._producer.send_and_wait(
+            topics.DEADLETTER, key=record.key, value=letter.model_dump_json().encode()
+        )
 
 
 async def amain(settings: Settings) -> None:

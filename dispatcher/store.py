@@ -196,7 +196,9 @@ async def incident_row(conn: asyncpg.Connection | asyncpg.Pool, incident_id: str
     return await conn.fetchrow("SELECT * FROM incidents WHERE incident_id = $1", incident_id)
 
 
-async def open_incident_rows(conn: asyncpg.Connection | asyncpg.Pool, limit: int = 5000) -> list[asyncpg.Record]:
+async def open_incident_rows(
+    conn: asyncpg.Connection | asyncpg.Pool, limit: int = 5000
+) -> list[asyncpg.Record]:
     return list(
         await conn.fetch(
             """SELECT * FROM incidents WHERE status = ANY($1::text[])
@@ -238,7 +240,9 @@ async def linked_reports(conn: asyncpg.Connection | asyncpg.Pool, incident_id: s
     )
 
 
-async def report_by_tracking_no(conn: asyncpg.Connection | asyncpg.Pool, tracking_no: str) -> asyncpg.Record | None:
+async def report_by_tracking_no(
+    conn: asyncpg.Connection | asyncpg.Pool, tracking_no: str
+) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "SELECT tracking_no, source, received_at, incident_id, payload FROM reports WHERE tracking_no = $1",
         tracking_no,

@@ -36,7 +36,7 @@ def start_tansu(host: str, port: int, log_path: Path, wait_s: float = 20.0) -> s
     """Start Tansu on host:port (loopback) and wait until it accepts connections."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     url = f"tcp://{host}:{port}"
-    log = open(log_path, "ab")  # noqa: SIM115 - the child owns it for its lifetime
+    log = open(log_path, "ab")
     proc = subprocess.Popen(
         [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
         stdout=log,

@@ -37,7 +37,10 @@ class Settings:
     ws_port: int = field(default=8081, metadata={"env": "WS_PORT", "doc": "WebSocket server port"})
     ws_public_url: str = field(
         default="",
-        metadata={"env": "WS_PUBLIC_URL", "doc": "WebSocket URL given to browsers (default ws://<host>:<WS_PORT>)"},
+        metadata={
+            "env": "WS_PUBLIC_URL",
+            "doc": "WebSocket URL given to browsers (default ws://<host>:<WS_PORT>)",
+        },
     )
     topic_partitions: int = field(
         default=6, metadata={"env": "TOPIC_PARTITIONS", "doc": "Partitions per pipeline topic"}

@@ -56,8 +56,19 @@ def ensure_redis(settings: Settings) -> None:
         raise SystemExit(f"Redis is not running at {host}:{port} and redis-server is not installed")
     _say("starting Redis")
     subprocess.run(
-        ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", str(port),
-         "--save", "", "--appendonly", "no"],
+        [
+            "redis-server",
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
         check=True,
     )
     _wait_port(host, port, "Redis")
@@ -109,10 +120,14 @@ class Supervisor:
 
     def spawn(self, name: str, module: str, env: dict[str, str]) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+        log = open(self.logs / f"{name}.log", "ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", module], env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
-            cwd=ROOT, start_new_session=True,
+            [sys.executable, "-m", module],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
         )
         log.close()
         self.procs.append((name, proc))
@@ -121,8 +136,9 @@ class Supervisor:
         s = self.settings
         base = settings_env(s)
         for i in range(self.workers):
-            self.spawn(f"streams-{i + 1}", "streams.worker",
-                       {**base, "FAUST_WEB_PORT": str(s.faust_web_port + i)})
+            self.spawn(
+                f"streams-{i + 1}", "streams.worker", {**base, "FAUST_WEB_PORT": str(s.faust_web_port + i)}
+            )
         self.spawn("dispatcher", "dispatcher.main", base)
         self.spawn("console", "console.main", base)
 
@@ -201,7 +217,7 @@ def _banner(s: Settings) -> None:
   Console:        {base}/
   API docs:       {base}/docs   (OpenAPI: {base}/openapi.json)
   WebSocket:      {s.ws_url}
-  Kafka:          {s.kafka_bootstrap}     logs: {Path(s.state_dir) / 'logs'}
+  Kafka:          {s.kafka_bootstrap}     logs: {Path(s.state_dir) / "logs"}
   Operator logins (username, password):
 {users}
   Intake API keys (X-Api-Key):
@@ -214,7 +230,9 @@ def _banner(s: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=["prepare", "up"])
     parser.add_argument("--workers", type=int, default=int(os.environ.get("STREAMS_WORKERS", "2")))
     args = parser.parse_args(argv)

@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 import asyncpg
 import faust
 import redis.exceptions
-from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
+from faust.transport.drivers.aiokafka import Transport as AIOKafkaDriverTransport
 
 from infra.settings import Settings
 from streams import topics
@@ -38,9 +39,9 @@ TRANSIENT = (
 MAX_UNEXPECTED_ATTEMPTS = 3
 
 
-class _TunedConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+class _TunedConsumer(AIOKafkaDriverConsumer):
     def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
+        consumer = super()._create_worker_consumer(transport)  # type: ignore[misc]
         wait_ms = getattr(self.app, "fetch_max_wait_ms", None)
         if wait_ms is not None:
             if not hasattr(consumer, "_fetch_max_wait_ms"):
@@ -49,11 +50,11 @@ class _TunedConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         return consumer
 
 
-class _TunedTransport(faust_aiokafka.Transport):  # type: ignore[misc]
+class _TunedTransport(AIOKafkaDriverTransport):
     Consumer = _TunedConsumer
 
 
-class CentreApp(faust.App):  # type: ignore[misc]
+class CentreApp(faust.App):
     """faust.App whose consumers use our fetch wait."""
 
     fetch_max_wait_ms: int | None = None
@@ -88,7 +89,9 @@ async def process(
         letter = dead_letter(
             stage, reason, message.topic, message.key, message.value, message.partition, message.offset
         )
-        log.warning("%s: dead-lettered %s[%s]@%s: %s", stage, message.topic, message.partition, message.offset, reason)
+        log.warning(
+            "%s: dead-lettered %s[%s]@%s: %s", stage, message.topic, message.partition, message.offset, reason
+        )
         await deadletters.send(key=message.key, value=letter.model_dump_json().encode())
         return None
 
@@ -107,7 +110,7 @@ def build_app(settings: Settings, service: StreamService | None = None) -> Centr
         producer_linger=0.0,
         web_port=settings.faust_web_port,
         web_host="127.0.0.1",
-        datadir=f"{settings.state_dir}/faust",
+        datadir=f"{settings.state_dir}/faust-{settings.faust_web_port}",
         broker_commit_interval=0.5,
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
@@ -115,15 +118,23 @@ def build_app(settings: Settings, service: StreamService | None = None) -> Centr
     def topic(name: str) -> Any:
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
-    raw, located, enriched = topic(topics.REPORTS_RAW), topic(topics.INCIDENTS_LOCATED), topic(topics.INCIDENTS_ENRICHED)
-    positions, roster, deadletters = topic(topics.POSITIONS_RAW), topic(topics.RESPONDERS_CHANGES), topic(topics.DEADLETTER)
+    raw, located, enriched = (
+        topic(topics.REPORTS_RAW),
+        topic(topics.INCIDENTS_LOCATED),
+        topic(topics.INCIDENTS_ENRICHED),
+    )
+    positions, roster, deadletters = (
+        topic(topics.POSITIONS_RAW),
+        topic(topics.RESPONDERS_CHANGES),
+        topic(topics.DEADLETTER),
+    )
 
     async def each(stream: Any) -> AsyncIterator[Any]:
         await svc.start()
         async for event in stream.events():
             yield event
 
-    @app.agent(raw, name="normalise")  # type: ignore[misc]
+    @app.agent(raw, name="normalise")
     async def normalise_reports(stream: Any) -> None:
         """Validate, normalise and locate each raw report; re-key it by incident id."""
         async for event in each(stream):
@@ -131,7 +142,7 @@ def build_app(settings: Settings, service: StreamService | None = None) -> Centr
             if record is not None:
                 await located.send(key=record.incident_id.encode(), value=record.model_dump_json().encode())
 
-    @app.agent(located, name="enrich")  # type: ignore[misc]
+    @app.agent(located, name="enrich")
     async def enrich_incidents(stream: Any) -> None:
         """Add the nearest available police, grid workers and volunteers."""
         async for event in each(stream):
@@ -139,21 +150,16 @@ def build_app(settings: Settings, service: StreamService | None = None) -> Centr
             if record is not None:
                 await enriched.send(key=record.incident_id.encode(), value=record.model_dump_json().encode())
 
-    @app.agent(positions, name="positions")  # type: ignore[misc]
+    @app.agent(positions, name="positions")
     async def track_positions(stream: Any) -> None:
         """Keep each responder's live position current in Redis."""
         async for event in each(stream):
             await process("positions", event, svc.apply_position, deadletters)
 
-    @app.agent(roster, name="roster")  # type: ignore[misc]
+    @app.agent(roster, name="roster")
     async def track_roster(stream: Any) -> None:
         """Keep duty status, kind, organisation and grid current in Redis."""
         async for event in each(stream):
             await process("roster", event, svc.apply_roster, deadletters)
 
-    @app.on_after_configured.connect  # type: ignore[misc]
-    def _quiet(app: Any, **kwargs: Any) -> None:
-        logging.getLogger("faust").setLevel(logging.WARNING)
-
-    app.service_handle = svc  # for tests and the worker's shutdown
     return app

@@ -57,6 +57,11 @@ return 1
 """
 
 
+def _s(value: Any) -> str:
+    """Redis answers bytes (the client does not decode): text out."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 @dataclass(frozen=True, slots=True)
 class Nearby:
     responder_id: str
@@ -92,23 +97,29 @@ class LiveState:
     ) -> int:
         """1 applied, 0 older than what we hold, -1 unknown responder (no roster entry)."""
         keys = [topics.responder_key(responder_id)]
-        args = [responder_id, repr(lon), repr(lat), at_ms, "" if accuracy_m is None else repr(accuracy_m)]
+        args: list[str | int] = [
+            responder_id,
+            repr(lon),
+            repr(lat),
+            at_ms,
+            "" if accuracy_m is None else repr(accuracy_m),
+        ]
         return int(await self._position(keys=keys, args=args))
 
     async def responder(self, responder_id: str) -> dict[str, str]:
         raw = await self._r.hgetall(topics.responder_key(responder_id))
-        return {k.decode(): v.decode() for k, v in raw.items()}
+        return {_s(k): _s(v) for k, v in raw.items()}
 
     async def responders(self, ids: Iterable[str], fields: tuple[str, ...]) -> list[list[str | None]]:
         pipe = self._r.pipeline(transaction=False)
         for rid in ids:
             pipe.hmget(topics.responder_key(rid), list(fields))
         rows = await pipe.execute()
-        return [[None if v is None else v.decode() for v in row] for row in rows]
+        return [[None if v is None else _s(v) for v in row] for row in rows]
 
     async def nearest(self, kind: str, lon: float, lat: float, radius_m: float, count: int) -> list[Nearby]:
         """Available responders of `kind`, nearest first (Redis GEOSEARCH)."""
-        rows = await self._r.geosearch(
+        rows: list[Any] = await self._r.geosearch(
             topics.available_key(kind),
             longitude=lon,
             latitude=lat,
@@ -119,11 +130,11 @@ class LiveState:
             withdist=True,
             withcoord=True,
         )
-        return [Nearby(r[0].decode(), float(r[1]), float(r[2][0]), float(r[2][1])) for r in rows]
+        return [Nearby(_s(r[0]), float(r[1]), float(r[2][0]), float(r[2][1])) for r in rows]
 
     async def available_positions(self, kind: str) -> dict[str, tuple[float, float]]:
         """Every available responder of `kind` with its stored position (for checks and tools)."""
-        ids = [m.decode() for m in await self._r.zrange(topics.available_key(kind), 0, -1)]
+        ids = [_s(m) for m in await self._r.zrange(topics.available_key(kind), 0, -1)]
         if not ids:
             return {}
         coords = await self._r.geopos(topics.available_key(kind), *ids)
@@ -131,13 +142,13 @@ class LiveState:
 
     async def grid_workers(self, grid_id: str) -> list[str]:
         """Grid workers responsible for `grid_id` (usually one)."""
-        return sorted(m.decode() for m in await self._r.smembers(topics.grid_workers_key(grid_id)))
+        return sorted(_s(m) for m in await self._r.smembers(topics.grid_workers_key(grid_id)))
 
     async def put_camera(self, camera_id: str, name: str, lon: float, lat: float) -> None:
         await self._r.hset(topics.camera_key(camera_id), mapping={"name": name, "lon": lon, "lat": lat})
 
     async def camera(self, camera_id: str) -> tuple[str, float, float] | None:
         raw = await self._r.hmget(topics.camera_key(camera_id), ["name", "lon", "lat"])
-        if raw[0] is None:
+        if raw[0] is None or raw[1] is None or raw[2] is None:
             return None
-        return raw[0].decode(), float(raw[1]), float(raw[2])
+        return _s(raw[0]), float(raw[1]), float(raw[2])

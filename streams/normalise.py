@@ -84,7 +84,7 @@ def parse_payload(raw: RawReport) -> CameraAlarm | HotlineTicket | AppReport:
 def locate(lon: float, lat: float, grids: GridIndex, **extra: str | None) -> Location:
     grid = grids.locate(lon, lat)
     if grid is None:
-        return Location(lon=lon, lat=lat, out_of_area=True, **extra)  # type: ignore[arg-type]
+        return Location(lon=lon, lat=lat, out_of_area=True, **extra)
     return Location(
         lon=lon,
         lat=lat,

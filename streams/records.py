@@ -109,7 +109,11 @@ class CameraUpsert(_Contract):
     lat: Lat
 
 
-SOURCE_MODELS: dict[str, type[_Contract]] = {"camera": CameraAlarm, "hotline": HotlineTicket, "app": AppReport}
+SOURCE_MODELS: dict[str, type[_Contract]] = {
+    "camera": CameraAlarm,
+    "hotline": HotlineTicket,
+    "app": AppReport,
+}
 SOURCE_ID_FIELD: dict[str, str] = {"camera": "alarm_id", "hotline": "ticket_no", "app": "report_id"}
 
 

@@ -38,13 +38,21 @@ async def load_grid_index(pool: asyncpg.Pool) -> GridIndex:
              FROM grids g JOIN communities c USING (community_id)"""
     )
     return GridIndex(
-        Grid.from_geojson(r["grid_id"], r["name"], r["community_id"], r["community_name"], orjson.loads(r["polygon"]))
+        Grid.from_geojson(
+            r["grid_id"], r["name"], r["community_id"], r["community_name"], orjson.loads(r["polygon"])
+        )
         for r in rows
     )
 
 
 def dead_letter(
-    stage: str, reason: str, topic: str, key: bytes | None, value: bytes | None, partition: int | None, offset: int | None
+    stage: str,
+    reason: str,
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    partition: int | None,
+    offset: int | None,
 ) -> DeadLetter:
     return DeadLetter(
         topic=topic,

@@ -74,7 +74,9 @@ async def _reset(s: Settings) -> None:
 async def _warm_up(s: Settings, timeout: float = 90.0) -> None:
     """Wait until the whole pipeline has joined its consumer groups: a report goes through."""
     async with httpx.AsyncClient(base_url=f"http://{s.http_host}:{s.http_port}") as http:
-        r = await http.post("/api/v1/intake/app-reports", headers={"X-Api-Key": KEYS["app"]}, json=app_report("WARMUP"))
+        r = await http.post(
+            "/api/v1/intake/app-reports", headers={"X-Api-Key": KEYS["app"]}, json=app_report("WARMUP")
+        )
         assert r.status_code == 202, r.text
         tracking = r.json()["tracking_no"]
         deadline = time.monotonic() + timeout
@@ -86,27 +88,55 @@ async def _warm_up(s: Settings, timeout: float = 90.0) -> None:
     raise RuntimeError("pipeline did not come up")
 
 
-def app_report(report_id: str, lon: float = 106.5302, lat: float = 29.6290, category: str = "garbage_overflow") -> dict[str, Any]:
-    return {"report_id": report_id, "reporter_id": "resident-1029", "reported_at": "2026-11-22T09:32:00+08:00",
-            "category": category, "description": "垃圾桶满了", "lon": lon, "lat": lat,
-            "photo_urls": ["http://app.example/p/8f3a.jpg"]}
+def app_report(
+    report_id: str, lon: float = 106.5302, lat: float = 29.6290, category: str = "garbage_overflow"
+) -> dict[str, Any]:
+    return {
+        "report_id": report_id,
+        "reporter_id": "resident-1029",
+        "reported_at": "2026-11-22T09:32:00+08:00",
+        "category": category,
+        "description": "垃圾桶满了",
+        "lon": lon,
+        "lat": lat,
+        "photo_urls": ["http://app.example/p/8f3a.jpg"],
+    }
 
 
 def hotline_ticket(ticket_no: str, lon: float = 106.5321, lat: float = 29.6312) -> dict[str, Any]:
-    return {"ticket_no": ticket_no, "received_at": "2026-11-22T09:31:00+08:00", "caller_phone": "13800138000",
-            "caller_name": "李女士", "category": "cooking_fumes", "description": "楼下饭店油烟太大",
-            "address": "清晖岸小区3栋", "lon": lon, "lat": lat, "time_limit": "24h"}
+    return {
+        "ticket_no": ticket_no,
+        "received_at": "2026-11-22T09:31:00+08:00",
+        "caller_phone": "13800138000",
+        "caller_name": "李女士",
+        "category": "cooking_fumes",
+        "description": "楼下饭店油烟太大",
+        "address": "清晖岸小区3栋",
+        "lon": lon,
+        "lat": lat,
+        "time_limit": "24h",
+    }
 
 
-def camera_alarm(alarm_id: str, camera_id: str = "50010800001320000042", alarm_type: str = "smoke_fire") -> dict[str, Any]:
-    return {"alarm_id": alarm_id, "camera_id": camera_id, "alarm_type": alarm_type, "confidence": 0.91,
-            "occurred_at": "2026-11-22T09:30:00+08:00", "snapshot_url": "http://video.example/snap/42.jpg",
-            "stream_url": "rtsp://video.example/live/42"}
+def camera_alarm(
+    alarm_id: str, camera_id: str = "50010800001320000042", alarm_type: str = "smoke_fire"
+) -> dict[str, Any]:
+    return {
+        "alarm_id": alarm_id,
+        "camera_id": camera_id,
+        "alarm_type": alarm_type,
+        "confidence": 0.91,
+        "occurred_at": "2026-11-22T09:30:00+08:00",
+        "snapshot_url": "http://video.example/snap/42.jpg",
+        "stream_url": "rtsp://video.example/live/42",
+    }
 
 
 @pytest.fixture
 async def http(stack: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=f"http://{stack.http_host}:{stack.http_port}", timeout=15) as client:
+    async with httpx.AsyncClient(
+        base_url=f"http://{stack.http_host}:{stack.http_port}", timeout=15
+    ) as client:
         yield client
 
 

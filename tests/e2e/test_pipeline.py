@@ -28,7 +28,9 @@ def uid(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-async def brute_force_nearest(redis: aioredis.Redis, lon: float, lat: float, k: int) -> dict[str, list[tuple[str, float]]]:
+async def brute_force_nearest(
+    redis: aioredis.Redis, lon: float, lat: float, k: int
+) -> dict[str, list[tuple[str, float]]]:
     """The k nearest available responders of each kind, by scanning every position."""
     live = LiveState(redis)
     out = {}
@@ -72,8 +74,11 @@ async def test_one_report_per_channel_reaches_console_enriched_with_the_true_nea
         for kind in KINDS:
             assert_same_ranking(nearest[kind], want[kind])
             for r in nearest[kind]:
-                assert r["kind"] == kind and r["eta_s"] == eta_seconds(kind, r["distance_m"]) or abs(
-                    r["eta_s"] - eta_seconds(kind, r["distance_m"])) <= 1
+                assert (
+                    (r["kind"] == kind
+                    and r["eta_s"] == eta_seconds(kind, r["distance_m"]))
+                    or abs(r["eta_s"] - eta_seconds(kind, r["distance_m"])) <= 1
+                )
         own = incident["recommended"]["own_grid_worker"]
         assert own is not None and own["own_grid"] and own["kind"] == "grid_worker"
         if source == "hotline":
@@ -89,8 +94,16 @@ async def test_a_position_update_changes_the_next_enrichment(
     before = await brute_force_nearest(stack_redis, lon, lat, 1)
     mover = "P-0007"
     assert before["police"][0][0] != mover or before["police"][0][1] > 5
-    fix = {"responder_id": mover, "lon": lon + 0.00002, "lat": lat, "at": datetime.now(UTC).isoformat(), "accuracy_m": 5}
-    r = await http.post("/api/v1/intake/positions", headers={"X-Api-Key": KEYS["positions"]}, json={"positions": [fix]})
+    fix = {
+        "responder_id": mover,
+        "lon": lon + 0.00002,
+        "lat": lat,
+        "at": datetime.now(UTC).isoformat(),
+        "accuracy_m": 5,
+    }
+    r = await http.post(
+        "/api/v1/intake/positions", headers={"X-Api-Key": KEYS["positions"]}, json={"positions": [fix]}
+    )
     assert r.status_code == 202, r.text
     assert r.json() == {"accepted": 1}
     live = LiveState(stack_redis)
@@ -98,8 +111,11 @@ async def test_a_position_update_changes_the_next_enrichment(
         if (await live.responder(mover)).get("lon", "").startswith("106.5612"):
             break
         await asyncio.sleep(0.05)
-    r = await http.post("/api/v1/intake/app-reports", headers={"X-Api-Key": KEYS["app"]},
-                        json=app_report(uid("SSP"), lon=lon, lat=lat))
+    r = await http.post(
+        "/api/v1/intake/app-reports",
+        headers={"X-Api-Key": KEYS["app"]},
+        json=app_report(uid("SSP"), lon=lon, lat=lat),
+    )
     incident = await console.wait_incident(incident_id(r.json()["tracking_no"]))
     first = incident["recommended"]["nearest"]["police"][0]
     assert first["responder_id"] == mover and first["distance_m"] < 5
@@ -109,20 +125,29 @@ async def test_a_duplicate_post_creates_nothing(
     http: httpx.AsyncClient, console: Console, stack_pg: asyncpg.Pool
 ) -> None:
     body = hotline_ticket(uid("12345"))
-    first = await http.post("/api/v1/intake/hotline-tickets", headers={"X-Api-Key": KEYS["hotline"]}, json=body)
-    again = await http.post("/api/v1/intake/hotline-tickets", headers={"X-Api-Key": KEYS["hotline"]}, json=body)
+    first = await http.post(
+        "/api/v1/intake/hotline-tickets", headers={"X-Api-Key": KEYS["hotline"]}, json=body
+    )
+    again = await http.post(
+        "/api/v1/intake/hotline-tickets", headers={"X-Api-Key": KEYS["hotline"]}, json=body
+    )
     assert (first.status_code, again.status_code) == (202, 200)
     assert first.json() == again.json()
     iid = incident_id(first.json()["tracking_no"])
     await console.wait_incident(iid)
-    third = await http.post("/api/v1/intake/hotline-tickets", headers={"X-Api-Key": KEYS["hotline"]}, json=body)
+    third = await http.post(
+        "/api/v1/intake/hotline-tickets", headers={"X-Api-Key": KEYS["hotline"]}, json=body
+    )
     assert third.status_code == 200 and third.json() == first.json()
     await console.drain(1.5)
     assert [d["incident"]["incident_id"] for d in console.deltas].count(iid) == 1
-    n_reports = await stack_pg.fetchval("SELECT count(*) FROM reports WHERE source_id = $1", body["ticket_no"])
+    n_reports = await stack_pg.fetchval(
+        "SELECT count(*) FROM reports WHERE source_id = $1", body["ticket_no"]
+    )
     n_incidents = await stack_pg.fetchval(
         "SELECT count(*) FROM incident_reports ir JOIN reports r USING (tracking_no) WHERE r.source_id = $1",
-        body["ticket_no"])
+        body["ticket_no"],
+    )
     assert (n_reports, n_incidents) == (1, 1)
 
 
@@ -133,19 +158,55 @@ async def test_a_duplicate_post_creates_nothing(
         ("app-reports", "app", b"[1, 2", 400, None),
         ("app-reports", "app", {k: v for k, v in app_report("SSP-bad1").items() if k != "lat"}, 422, "lat"),
         ("app-reports", "app", {**app_report("SSP-bad2"), "lon": 200}, 422, "lon"),
-        ("app-reports", "app", {**app_report("SSP-bad3"), "reported_at": "2026-11-22T09:32:00"}, 422, "reported_at"),
+        (
+            "app-reports",
+            "app",
+            {**app_report("SSP-bad3"), "reported_at": "2026-11-22T09:32:00"},
+            422,
+            "reported_at",
+        ),
         ("app-reports", "app", {**app_report("SSP-bad4"), "category": "dragons"}, 422, "category"),
         ("app-reports", "app", {**app_report("SSP-bad5"), "colour": "red"}, 422, "colour"),
         ("hotline-tickets", "hotline", {**hotline_ticket("T-bad1"), "time_limit": "3d"}, 422, "time_limit"),
-        ("hotline-tickets", "hotline", {**hotline_ticket("T-bad2"), "caller_phone": "call me"}, 422, "caller_phone"),
+        (
+            "hotline-tickets",
+            "hotline",
+            {**hotline_ticket("T-bad2"), "caller_phone": "call me"},
+            422,
+            "caller_phone",
+        ),
         ("camera-alarms", "camera", {**camera_alarm("CAM-bad1"), "confidence": 1.5}, 422, "confidence"),
         ("camera-alarms", "camera", {**camera_alarm("CAM-bad2"), "alarm_type": "ufo"}, 422, "alarm_type"),
-        ("camera-alarms", "camera", camera_alarm("CAM-bad3", camera_id="99999999999999999999"), 422, "camera_id"),
+        (
+            "camera-alarms",
+            "camera",
+            camera_alarm("CAM-bad3", camera_id="99999999999999999999"),
+            422,
+            "camera_id",
+        ),
         ("positions", "positions", {"positions": []}, 422, "positions"),
-        ("positions", "positions", {"positions": [{"responder_id": "NOBODY", "lon": 106.5, "lat": 29.6,
-                                                   "at": "2026-11-22T09:30:05+08:00"}]}, 422, "positions.0.responder_id"),
-        ("positions", "positions", {"positions": [{"responder_id": "P-0001", "lon": 106.5, "lat": 95,
-                                                   "at": "2026-11-22T09:30:05+08:00"}]}, 422, "positions.0.lat"),
+        (
+            "positions",
+            "positions",
+            {
+                "positions": [
+                    {"responder_id": "NOBODY", "lon": 106.5, "lat": 29.6, "at": "2026-11-22T09:30:05+08:00"}
+                ]
+            },
+            422,
+            "positions.0.responder_id",
+        ),
+        (
+            "positions",
+            "positions",
+            {
+                "positions": [
+                    {"responder_id": "P-0001", "lon": 106.5, "lat": 95, "at": "2026-11-22T09:30:05+08:00"}
+                ]
+            },
+            422,
+            "positions.0.lat",
+        ),
         ("app-reports", "camera", app_report("SSP-wrongkey"), 401, None),
         ("app-reports", None, app_report("SSP-nokey"), 401, None),
     ],
@@ -173,8 +234,11 @@ async def test_an_oversized_body_is_413(http: httpx.AsyncClient, stack: Settings
 
 
 async def test_an_out_of_area_report_is_kept_and_flagged(http: httpx.AsyncClient, console: Console) -> None:
-    r = await http.post("/api/v1/intake/app-reports", headers={"X-Api-Key": KEYS["app"]},
-                        json=app_report(uid("SSP"), lon=106.70, lat=29.80))
+    r = await http.post(
+        "/api/v1/intake/app-reports",
+        headers={"X-Api-Key": KEYS["app"]},
+        json=app_report(uid("SSP"), lon=106.70, lat=29.80),
+    )
     assert r.status_code == 202
     incident = await console.wait_incident(incident_id(r.json()["tracking_no"]))
     assert incident["out_of_area"] is True and incident["location"]["grid_id"] is None
@@ -187,28 +251,49 @@ async def test_malformed_raw_records_are_dead_lettered_and_good_ones_still_flow(
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_servers)
     await producer.start()
     try:
-        await producer.send_and_wait(topics.REPORTS_RAW, key=f"{marker}-a".encode(), value=b"\xff not json at all")
-        half = {"tracking_no": f"{marker}-b", "source": "app", "received_at": "2026-11-22T01:00:00Z",
-                "payload": {**app_report("x"), "lat": "north"}}
+        await producer.send_and_wait(
+            topics.REPORTS_RAW, key=f"{marker}-a".encode(), value=b"\xff not json at all"
+        )
+        half = {
+            "tracking_no": f"{marker}-b",
+            "source": "app",
+            "received_at": "2026-11-22T01:00:00Z",
+            "payload": {**app_report("x"), "lat": "north"},
+        }
         await producer.send_and_wait(topics.REPORTS_RAW, key=f"{marker}-b".encode(), value=orjson.dumps(half))
-        await producer.send_and_wait(topics.INCIDENTS_LOCATED, key=f"{marker}-c".encode(), value=b'{"incident_id": 7}')
+        await producer.send_and_wait(
+            topics.INCIDENTS_LOCATED, key=f"{marker}-c".encode(), value=b'{"incident_id": 7}'
+        )
     finally:
         await producer.stop()
-    r = await http.post("/api/v1/intake/app-reports", headers={"X-Api-Key": KEYS["app"]}, json=app_report(uid("SSP")))
+    r = await http.post(
+        "/api/v1/intake/app-reports", headers={"X-Api-Key": KEYS["app"]}, json=app_report(uid("SSP"))
+    )
     await console.wait_incident(incident_id(r.json()["tracking_no"]))
 
-    letters = await read_topic(stack, topics.DEADLETTER, lambda v: str(v.get("key", "")).startswith(marker), 3)
+    letters = await read_topic(
+        stack, topics.DEADLETTER, lambda v: str(v.get("key", "")).startswith(marker), 3
+    )
     by_key = {letter["key"]: letter for letter in letters}
     assert "not JSON" in by_key[f"{marker}-a"]["reason"]
     assert by_key[f"{marker}-a"]["stage"] == "normalise"
     assert "payload.lat" in by_key[f"{marker}-b"]["reason"]
     assert by_key[f"{marker}-c"]["stage"] == "enrich" and "incident_id" in by_key[f"{marker}-c"]["reason"]
-    assert by_key[f"{marker}-b"]["topic"] == topics.REPORTS_RAW and by_key[f"{marker}-b"]["offset"] is not None
+    assert (
+        by_key[f"{marker}-b"]["topic"] == topics.REPORTS_RAW and by_key[f"{marker}-b"]["offset"] is not None
+    )
 
 
-async def read_topic(stack: Settings, topic: str, want: Any, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=stack.kafka_servers, auto_offset_reset="earliest",
-                                fetch_max_wait_ms=10, group_id=None)
+async def read_topic(
+    stack: Settings, topic: str, want: Any, count: int, timeout: float = 20.0
+) -> list[dict[str, Any]]:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=stack.kafka_servers,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=10,
+        group_id=None,
+    )
     await consumer.start()
     found: list[dict[str, Any]] = []
     try:
@@ -241,7 +326,9 @@ async def test_read_api_full_incident_and_public_progress(
     assert full["reports"][0]["payload"]["caller_phone"] == "138****8000"
     assert full["timeline"][0]["type"] == "incident.file"
     kinds = full["recommended"]["nearest"]
-    assert set(kinds) == set(KINDS) and all({"responder_id", "kind", "distance_m", "eta_s"} <= set(x) for k in kinds.values() for x in k)
+    assert set(kinds) == set(KINDS) and all(
+        {"responder_id", "kind", "distance_m", "eta_s"} <= set(x) for k in kinds.values() for x in k
+    )
 
     listing = (await http.get("/api/v1/incidents?status=open", headers=auth)).json()["incidents"]
     assert iid in {i["incident_id"] for i in listing}
@@ -265,7 +352,9 @@ async def test_console_resumes_after_reconnect_without_gap_or_duplicate(
     await first.close()
     missed = []
     for _ in range(3):
-        r = await http.post("/api/v1/intake/app-reports", headers={"X-Api-Key": KEYS["app"]}, json=app_report(uid("SSP")))
+        r = await http.post(
+            "/api/v1/intake/app-reports", headers={"X-Api-Key": KEYS["app"]}, json=app_report(uid("SSP"))
+        )
         missed.append(incident_id(r.json()["tracking_no"]))
     watcher = await Console.open(stack, token)
     for iid in missed:
@@ -305,7 +394,12 @@ async def test_websocket_rejects_bad_auth_and_bad_frames(stack: Settings, token:
     frame = await console.next_frame()
     while frame["type"] == "delta":
         frame = await console.next_frame()
-    assert frame == {"type": "error", "id": "c9", "code": "unknown_command", "message": "unknown command type 'launch'"}
+    assert frame == {
+        "type": "error",
+        "id": "c9",
+        "code": "unknown_command",
+        "message": "unknown command type 'launch'",
+    }
     await console.ws.send('{"type": "ping", "id": "p1"}')
     frame = await console.next_frame()
     while frame["type"] == "delta":
@@ -319,11 +413,19 @@ async def test_registry_changes_flow_into_enrichment(
 ) -> None:
     admin = {"X-Api-Key": KEYS["admin"]}
     rid = uid("V")
-    body = {"name": "测试志愿者", "kind": "volunteer", "org": "清晖平安巡防志愿服务队", "skills": ["first_aid"], "on_duty": True}
+    body = {
+        "name": "测试志愿者",
+        "kind": "volunteer",
+        "org": "清晖平安巡防志愿服务队",
+        "skills": ["first_aid"],
+        "on_duty": True,
+    }
     r = await http.put(f"/api/v1/responders/{rid}", headers=admin, json=body)
     assert r.status_code == 201, r.text
     assert (await http.put(f"/api/v1/responders/{rid}", headers=admin, json=body)).status_code == 200
-    assert (await http.put(f"/api/v1/responders/{rid}", headers={"X-Api-Key": KEYS["app"]}, json=body)).status_code == 401
+    assert (
+        await http.put(f"/api/v1/responders/{rid}", headers={"X-Api-Key": KEYS["app"]}, json=body)
+    ).status_code == 401
     bad = await http.put(f"/api/v1/responders/{rid}", headers=admin, json={**body, "grid_id": "G999"})
     assert bad.status_code == 422 and bad.json()["fields"][0]["field"] == "grid_id"
     bad = await http.put(f"/api/v1/responders/{rid}", headers=admin, json={**body, "kind": "firefighter"})
@@ -331,34 +433,50 @@ async def test_registry_changes_flow_into_enrichment(
 
     lon, lat = 106.5055, 29.6055
     fix = {"responder_id": rid, "lon": lon, "lat": lat, "at": datetime.now(UTC).isoformat()}
-    assert (await http.post("/api/v1/intake/positions", headers={"X-Api-Key": KEYS["positions"]},
-                            json={"positions": [fix]})).status_code == 202
+    assert (
+        await http.post(
+            "/api/v1/intake/positions", headers={"X-Api-Key": KEYS["positions"]}, json={"positions": [fix]}
+        )
+    ).status_code == 202
     live = LiveState(stack_redis)
     for _ in range(100):
         if rid in await live.available_positions("volunteer"):
             break
         await asyncio.sleep(0.05)
-    r = await http.post("/api/v1/intake/app-reports", headers={"X-Api-Key": KEYS["app"]},
-                        json=app_report(uid("SSP"), lon=lon, lat=lat))
+    r = await http.post(
+        "/api/v1/intake/app-reports",
+        headers={"X-Api-Key": KEYS["app"]},
+        json=app_report(uid("SSP"), lon=lon, lat=lat),
+    )
     incident = await console.wait_incident(incident_id(r.json()["tracking_no"]))
     assert incident["recommended"]["nearest"]["volunteer"][0]["responder_id"] == rid
 
     # Off duty: no longer recommended.
-    assert (await http.put(f"/api/v1/responders/{rid}", headers=admin, json={**body, "on_duty": False})).status_code == 200
+    assert (
+        await http.put(f"/api/v1/responders/{rid}", headers=admin, json={**body, "on_duty": False})
+    ).status_code == 200
     for _ in range(100):
         if rid not in await live.available_positions("volunteer"):
             break
         await asyncio.sleep(0.05)
-    r = await http.post("/api/v1/intake/app-reports", headers={"X-Api-Key": KEYS["app"]},
-                        json=app_report(uid("SSP"), lon=lon, lat=lat))
+    r = await http.post(
+        "/api/v1/intake/app-reports",
+        headers={"X-Api-Key": KEYS["app"]},
+        json=app_report(uid("SSP"), lon=lon, lat=lat),
+    )
     incident = await console.wait_incident(incident_id(r.json()["tracking_no"]))
     assert rid not in [v["responder_id"] for v in incident["recommended"]["nearest"]["volunteer"]]
 
     cam = "50010800009999000001"
-    r = await http.put(f"/api/v1/cameras/{cam}", headers=admin, json={"name": "测试球机", "lon": 106.52, "lat": 29.62})
+    r = await http.put(
+        f"/api/v1/cameras/{cam}", headers=admin, json={"name": "测试球机", "lon": 106.52, "lat": 29.62}
+    )
     assert r.status_code == 201
-    r = await http.post("/api/v1/intake/camera-alarms", headers={"X-Api-Key": KEYS["camera"]},
-                        json=camera_alarm(uid("CAM"), camera_id=cam, alarm_type="fight"))
+    r = await http.post(
+        "/api/v1/intake/camera-alarms",
+        headers={"X-Api-Key": KEYS["camera"]},
+        json=camera_alarm(uid("CAM"), camera_id=cam, alarm_type="fight"),
+    )
     assert r.status_code == 202
     incident = await console.wait_incident(incident_id(r.json()["tracking_no"]))
     assert incident["location"]["camera_name"] == "测试球机"

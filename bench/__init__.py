@@ -1,0 +1,1 @@
+"""Benchmarks of the running centre: `python -m bench.latency` (intake → console latency)."""
