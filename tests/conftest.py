@@ -6,6 +6,7 @@ touch the demo centre's data and can run while it is up.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -91,3 +92,17 @@ def settings(broker: str, database_url: str, redis_url: str) -> Settings:
         state_dir=str(STATE),
         topic_partitions=4,
     )
+
+
+@pytest.fixture(autouse=True)
+async def fail_on_loop_errors() -> AsyncIterator[None]:
+    """Any exception the event loop reports (a task that died unobserved, a failing callback)
+    fails the test that was running."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    yield
+    await asyncio.sleep(0)
+    loop.set_exception_handler(previous)
+    assert not errors, f"unhandled exceptions in the event loop: {errors}"

@@ -11,6 +11,21 @@ function bj(iso) { return iso ? new Date(iso).toLocaleString("zh-CN", { timeZone
 function eta(s) { return s < 60 ? `${s}秒` : `${Math.round(s / 60)}分钟`; }
 function who(r) { return r ? `${esc(r.name)} <small>${esc(r.org)} · ${Math.round(r.distance_m)}米 · 约${eta(r.eta_s)}</small>` : "<small>—</small>"; }
 
+function notice(text) {
+  const n = $("#notice"); n.textContent = text; n.hidden = false;
+  clearTimeout(notice.timer); notice.timer = setTimeout(() => { n.hidden = true; }, 8000);
+}
+
+function safeUrl(u) { return /^(https?|rtsp|rtmp):\/\//.test(u || "") ? esc(u) : ""; }
+function extra(i) {
+  const bits = [];
+  if (i.camera && safeUrl(i.camera.snapshot_url)) bits.push(`<a href="${safeUrl(i.camera.snapshot_url)}" target="_blank" rel="noopener">现场快照</a>`);
+  if (i.camera && safeUrl(i.camera.stream_url)) bits.push(`<a href="${safeUrl(i.camera.stream_url)}" target="_blank" rel="noopener">视频连线</a>`);
+  if (i.caller_phone) bits.push(`来电 ${esc(i.caller_name || "")} ${esc(i.caller_phone)}`);
+  if ((i.photo_urls || []).length) bits.push(`照片 ${i.photo_urls.length} 张`);
+  return bits.length ? `<br><small>${bits.join(" · ")}</small>` : "";
+}
+
 function render() {
   const rows = [...state.incidents.values()].sort((a, b) => a.severity - b.severity || a.occurred_at.localeCompare(b.occurred_at));
   $("#count").textContent = rows.length;
@@ -22,7 +37,7 @@ function render() {
     return `<tr data-id="${esc(i.incident_id)}" class="${i._fresh ? "fresh" : ""}">
       <td><span class="sev sev${i.severity}">${SEV[i.severity]}</span></td>
       <td>${SOURCE[i.source] || esc(i.source)}</td>
-      <td><strong>${esc(i.title)}</strong><br><small>${esc(i.description)}</small></td>
+      <td><strong>${esc(i.title)}</strong><br><small>${esc(i.description)}</small>${extra(i)}</td>
       <td>${place}</td><td>${bj(i.occurred_at)}</td><td>${esc(i.status_label)}</td>
       <td>${who((n.police || [])[0])}</td><td>${who(i.recommended && i.recommended.own_grid_worker)}</td>
       <td>${who((n.grid_worker || [])[0])}</td><td>${who((n.volunteer || [])[0])}</td></tr>`;
@@ -34,7 +49,7 @@ function onFrame(msg) {
   if (msg.type === "snapshot") {
     state.incidents = new Map(msg.incidents.map((i) => [i.incident_id, i]));
     state.seq = msg.seq;
-    if (msg.resync) console.info("resynchronised from a fresh snapshot");
+    if (msg.resync) notice("连接中断期间的更新无法补齐，已重新加载全部在办事件");
   } else if (msg.type === "delta") {
     if (state.seq !== null && msg.seq !== state.seq + 1) { console.warn("gap", state.seq, msg.seq); return reconnect(); }
     state.seq = msg.seq;
