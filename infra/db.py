@@ -75,19 +75,20 @@ async def drop_database(dsn: str) -> None:
 async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None = None) -> list[int]:
     """Apply pending migrations; returns the versions applied now."""
     migrations = load_migrations() if migrations is None else migrations
-    await conn.execute(
-        """CREATE TABLE IF NOT EXISTS schema_migrations (
-               version integer PRIMARY KEY,
-               name text NOT NULL,
-               checksum text NOT NULL,
-               applied_at timestamptz NOT NULL DEFAULT now())"""
-    )
-    # One migrator at a time, even with several services starting together.
+    # One migrator at a time, even with several services starting together on a fresh database:
+    # the lock comes first, before the bookkeeping table exists.
     await conn.execute("SELECT pg_advisory_lock(7261001)")
     try:
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version integer PRIMARY KEY,
+                   name text NOT NULL,
+                   checksum text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
         applied = {r["version"]: r["checksum"] for r in await conn.fetch("SELECT * FROM schema_migrations")}
         done: list[int] = []
-        for mig in migrations:
+        for mig in sorted(migrations, key=lambda m: m.version):
             if mig.version in applied:
                 if applied[mig.version] != mig.checksum:
                     raise RuntimeError(f"migration {mig.version:04d}_{mig.name} changed after it was applied")

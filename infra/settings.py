@@ -89,7 +89,10 @@ class Settings:
             if raw is None or raw == "":
                 continue
             if f.type in ("int", int):
-                values[f.name] = int(raw)
+                try:
+                    values[f.name] = int(raw)
+                except ValueError:
+                    raise ValueError(f"{f.metadata['env']}={raw!r}: expected a whole number") from None
             elif f.type in ("bool", bool):
                 values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
             else:

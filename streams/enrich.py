@@ -32,7 +32,7 @@ def rank(
                 org=org,
                 distance_m=round(near.distance_m, 1),
                 eta_s=eta_seconds(kind, near.distance_m),
-                own_grid=bool(grid_id) and own_grid == grid_id,
+                own_grid=kind == "grid_worker" and bool(grid_id) and own_grid == grid_id,
             )
         )
     return out

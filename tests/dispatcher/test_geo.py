@@ -135,7 +135,7 @@ def square(x0: float, y0: float, size: float) -> dict[str, object]:
 
 
 def test_grid_from_geojson() -> None:
-    poly = {
+    poly: dict[str, object] = {
         "type": "Polygon",
         "coordinates": [
             [

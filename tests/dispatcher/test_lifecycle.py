@@ -152,7 +152,7 @@ def test_version_increments_by_one_along_a_full_loop() -> None:
 
 def test_event_carries_actor_time_reason_public_and_data() -> None:
     at = T0 + timedelta(hours=1)
-    data = {"responders": ["P-0007", "G-0012"]}
+    data: dict[str, object] = {"responders": ["P-0007", "G-0012"]}
     d = transition(
         incident(S.RESOLVED),
         cmd(A.VERIFY_FAIL, actor="grid_worker:G-0012", at=at, reason="油烟仍在", command_id="c-9", data=data),

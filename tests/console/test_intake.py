@@ -1,0 +1,146 @@
+"""Intake against the real PostgreSQL and broker: durable before acknowledged, idempotent."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from console.intake import IntakeService, NotDurable, UnknownReference
+from dispatcher.store import init_connection
+from infra.kafka_admin import create_topics
+from infra.settings import Settings
+from streams import topics
+from streams.records import AppReport, CameraAlarm, PositionBatch
+
+
+@pytest.fixture
+async def pool(pg: asyncpg.Pool, database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await asyncpg.create_pool(database_url, min_size=1, max_size=3, init=init_connection)
+    assert p is not None
+    yield p
+    await p.close()
+
+
+@pytest.fixture
+async def producer(broker: str) -> AsyncIterator[AIOKafkaProducer]:
+    await create_topics(Settings(kafka_bootstrap=broker, topic_partitions=4))
+    prod = AIOKafkaProducer(bootstrap_servers=broker, acks="all")
+    await prod.start()
+    yield prod
+    await prod.stop()
+
+
+def report(report_id: str) -> AppReport:
+    return AppReport.model_validate(
+        {
+            "report_id": report_id,
+            "reporter_id": "r-1",
+            "reported_at": "2026-11-22T09:32:00+08:00",
+            "category": "garbage_overflow",
+            "description": "垃圾桶满了",
+            "lon": 106.53,
+            "lat": 29.63,
+        }
+    )
+
+
+async def raw_records(broker: str, tracking_no: str) -> list[dict[str, object]]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker, fetch_max_wait_ms=10, group_id=None)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        parts = consumer.partitions_for_topic(topics.REPORTS_RAW) or set()
+        assert parts
+        tps = [TopicPartition(topics.REPORTS_RAW, p) for p in parts]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        found = []
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            for recs in (await consumer.getmany(timeout_ms=200)).values():
+                found += [orjson.loads(r.value) for r in recs if r.key == tracking_no.encode()]
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def test_a_report_is_recorded_and_published_before_it_is_acknowledged(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, broker: str
+) -> None:
+    intake = IntakeService(pool, producer)
+    rid = f"SSP-{uuid.uuid4().hex[:8]}"
+    first = await intake.accept("app", report(rid))
+    assert first.created
+    row = await pool.fetchrow("SELECT * FROM reports WHERE tracking_no = $1", first.tracking_no)
+    assert row["source_id"] == rid and row["published_at"] is not None
+    again = await intake.accept("app", report(rid))
+    assert again.tracking_no == first.tracking_no and not again.created
+    assert await pool.fetchval("SELECT count(*) FROM reports WHERE source_id = $1", rid) == 1
+    records = await raw_records(broker, first.tracking_no)
+    assert len(records) == 1 and records[0]["payload"]["report_id"] == rid  # type: ignore[index]
+
+
+async def test_a_report_that_cannot_be_published_is_refused_then_republished(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, broker: str
+) -> None:
+    dead = AIOKafkaProducer(bootstrap_servers=broker)
+    await dead.start()
+    await dead.stop()  # sends now fail at once
+    rid = f"SSP-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(NotDurable):
+        await IntakeService(pool, dead, publish_timeout_s=2).accept("app", report(rid))
+    row = await pool.fetchrow("SELECT * FROM reports WHERE source_id = $1", rid)
+    assert row is not None and row["published_at"] is None  # recorded, not acknowledged
+
+    # The sender's retry of the same report publishes it (and gets the same tracking number) ...
+    retry = await IntakeService(pool, producer).accept("app", report(rid))
+    assert retry.tracking_no == row["tracking_no"] and not retry.created
+    assert await pool.fetchval("SELECT published_at FROM reports WHERE source_id = $1", rid) is not None
+    assert len(await raw_records(broker, retry.tracking_no)) == 1
+
+    # ... and without a retry, the reconciler does.
+    rid2 = f"SSP-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(NotDurable):
+        await IntakeService(pool, dead, publish_timeout_s=2).accept("app", report(rid2))
+    await pool.execute(
+        "UPDATE reports SET received_at = received_at - interval '1 minute' WHERE source_id = $1", rid2
+    )
+    assert await IntakeService(pool, producer).republish_pending(older_than_s=5) >= 1
+    tracking2 = await pool.fetchval(
+        "SELECT tracking_no FROM reports WHERE source_id = $1 AND published_at IS NOT NULL", rid2
+    )
+    assert tracking2 and len(await raw_records(broker, tracking2)) == 1
+
+
+async def test_unknown_camera_and_responder_are_refused_naming_the_field(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    intake = IntakeService(pool, producer)
+    alarm = CameraAlarm.model_validate(
+        {
+            "alarm_id": "CAM-x",
+            "camera_id": "00000000000000000000",
+            "alarm_type": "fight",
+            "confidence": 0.5,
+            "occurred_at": "2026-11-22T09:30:00+08:00",
+        }
+    )
+    with pytest.raises(UnknownReference) as err:
+        await intake.accept("camera", alarm)
+    assert err.value.field == "camera_id"
+    batch = PositionBatch.model_validate(
+        {
+            "positions": [
+                {"responder_id": "NOBODY", "lon": 106.5, "lat": 29.6, "at": "2026-11-22T09:30:05+08:00"}
+            ]
+        }
+    )
+    with pytest.raises(UnknownReference) as err:
+        await intake.accept_positions(batch)
+    assert err.value.field == "positions.0.responder_id"
+    assert await pool.fetchval("SELECT count(*) FROM reports WHERE source_id = 'CAM-x'") == 0
