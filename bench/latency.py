@@ -77,7 +77,10 @@ INTAKE_PATHS: Final[dict[Channel, str]] = {
     "app": "/api/v1/intake/app-reports",
 }
 HOTLINE_CATEGORIES: Final = (
-    ("cooking_fumes", "24h"), ("water_supply", "24h"), ("noise", "7d"), ("sewage", "24h"),
+    ("cooking_fumes", "24h"),
+    ("water_supply", "24h"),
+    ("noise", "7d"),
+    ("sewage", "24h"),
 )
 APP_CATEGORIES: Final = ("garbage_overflow", "road_damage", "streetlight", "illegal_parking", "noise")
 
@@ -173,24 +176,37 @@ def build_report(i: int, run: str, rng: random.Random) -> tuple[Channel, bytes]:
     body: dict[str, Any]
     if channel == "camera":
         body = {
-            "alarm_id": f"CAM-BENCH-{run}-{i:05d}", "camera_id": BENCH_CAMERA,
-            "alarm_type": CAMERA_ALARM_TYPES[(i // 3) % len(CAMERA_ALARM_TYPES)], "confidence": 0.87,
-            "occurred_at": _now_beijing(), "snapshot_url": f"http://video.example/snap/{i}.jpg",
+            "alarm_id": f"CAM-BENCH-{run}-{i:05d}",
+            "camera_id": BENCH_CAMERA,
+            "alarm_type": CAMERA_ALARM_TYPES[(i // 3) % len(CAMERA_ALARM_TYPES)],
+            "confidence": 0.87,
+            "occurred_at": _now_beijing(),
+            "snapshot_url": f"http://video.example/snap/{i}.jpg",
             "stream_url": "rtsp://video.example/live/42",
         }
     elif channel == "hotline":
         category, limit = HOTLINE_CATEGORIES[(i // 3) % len(HOTLINE_CATEGORIES)]
         body = {
-            "ticket_no": f"12345-BENCH-{run}-{i:05d}", "received_at": _now_beijing(),
-            "caller_phone": "13800138000", "caller_name": "李女士", "category": category,
-            "description": "压测工单", "address": "清晖岸小区3栋", "lon": lon, "lat": lat,
+            "ticket_no": f"12345-BENCH-{run}-{i:05d}",
+            "received_at": _now_beijing(),
+            "caller_phone": "13800138000",
+            "caller_name": "李女士",
+            "category": category,
+            "description": "压测工单",
+            "address": "清晖岸小区3栋",
+            "lon": lon,
+            "lat": lat,
             "time_limit": limit,
         }
     else:
         body = {
-            "report_id": f"SSP-BENCH-{run}-{i:05d}", "reporter_id": "resident-1029",
-            "reported_at": _now_beijing(), "category": APP_CATEGORIES[(i // 3) % len(APP_CATEGORIES)],
-            "description": "压测随手拍", "lon": lon, "lat": lat,
+            "report_id": f"SSP-BENCH-{run}-{i:05d}",
+            "reporter_id": "resident-1029",
+            "reported_at": _now_beijing(),
+            "category": APP_CATEGORIES[(i // 3) % len(APP_CATEGORIES)],
+            "description": "压测随手拍",
+            "lon": lon,
+            "lat": lat,
             "photo_urls": [f"http://app.example/p/{i}.jpg"],
         }
     return channel, orjson.dumps(body)
@@ -251,7 +267,8 @@ class Driver:
     async def __aenter__(self) -> Driver:
         s = self.settings
         self._http = httpx.AsyncClient(
-            base_url=f"http://{s.http_host}:{s.http_port}", timeout=30,
+            base_url=f"http://{s.http_host}:{s.http_port}",
+            timeout=30,
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=200),
         )
         try:
@@ -354,12 +371,18 @@ async def measure_broker(settings: Settings, messages: int = 300, warmup: int = 
         await admin.close()
 
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_servers, acks="all", enable_idempotence=settings.kafka_idempotence,
-        linger_ms=0, request_timeout_ms=10_000,
+        bootstrap_servers=settings.kafka_servers,
+        acks="all",
+        enable_idempotence=settings.kafka_idempotence,
+        linger_ms=0,
+        request_timeout_ms=10_000,
     )
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_servers, group_id=None, enable_auto_commit=False,
-        fetch_max_wait_ms=settings.fetch_max_wait_ms, auto_offset_reset="earliest",
+        bootstrap_servers=settings.kafka_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        auto_offset_reset="earliest",
     )
     loop = asyncio.get_running_loop()
     waiting: dict[int, asyncio.Future[float]] = {}
@@ -440,7 +463,11 @@ async def measure_intake(settings: Settings, reports: int, rate: float, settle_s
 
 
 async def measure(
-    settings: Settings, reports: int = 300, rate: float = 20.0, *, broker_messages: int = 300,
+    settings: Settings,
+    reports: int = 300,
+    rate: float = 20.0,
+    *,
+    broker_messages: int = 300,
     settle_s: float = 30.0,
 ) -> Results:
     """Measure a running stack: the raw broker round trip, then intake → console under load."""
@@ -643,18 +670,27 @@ def _ms(value: float | None) -> str:
 
 def format_table(results: Results) -> str:
     width = max(len(r.name) for r in [*results.rows, *results.stages]) + 2
-    head = f"{'':<{width}}{'n':>6}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}"
-    lines = [head, "-" * len(head)]
-    for r in results.rows:
-        lines.append(f"{r.name:<{width}}{r.n:>6}{_ms(r.p50_ms):>10}{_ms(r.p99_ms):>10}{_ms(r.max_ms):>10}")
+    head = f"{'':<{width}}{'n':>6}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}{'p50 ÷ broker p50':>18}"
+    base = results.broker.p50_ms
+
+    def row(r: Stat) -> str:
+        times = "-" if r.p50_ms is None or not base else f"{r.p50_ms / base:.1f}×"
+        figures = f"{_ms(r.p50_ms):>10}{_ms(r.p99_ms):>10}{_ms(r.max_ms):>10}"
+        return f"{r.name:<{width}}{r.n:>6}{figures}{times:>18}"
+
     ratio = "-" if results.ratio is None else f"{results.ratio:.1f}×"
-    lines.append("-" * len(head))
-    lines.append(f"intake → console p50 / raw broker p50 = {ratio}")
-    lines.append("")
-    lines.append("where intake → console goes (wall-clock stamps carried by the delta):")
-    for r in results.stages:
-        lines.append(f"{r.name:<{width}}{r.n:>6}{_ms(r.p50_ms):>10}{_ms(r.p99_ms):>10}{_ms(r.max_ms):>10}")
-    return "\n".join(lines)
+    return "\n".join(
+        [
+            head,
+            "-" * len(head),
+            *(row(r) for r in results.rows),
+            "-" * len(head),
+            f"intake → console p50 / raw broker p50 = {ratio}",
+            "",
+            "where intake → console goes (wall-clock stamps carried by the delta):",
+            *(row(r) for r in results.stages),
+        ]
+    )
 
 
 def format_report(meta: Meta, results: Results) -> str:
@@ -676,18 +712,22 @@ def format_report(meta: Meta, results: Results) -> str:
     return "\n".join(lines)
 
 
+def _rounded(stat: Stat) -> dict[str, Any]:
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(stat).items()}
+
+
 def to_json(meta: Meta, results: Results) -> dict[str, Any]:
     return {
         **asdict(meta),
         "reports": results.reports,
         "rate": results.rate,
-        "sent_rate": results.sent_rate,
+        "sent_rate": round(results.sent_rate, 2),
         "accepted": results.accepted,
         "failed": results.failed,
         "missing": results.missing,
-        "rows": [asdict(r) for r in results.rows],
-        "stages": [asdict(r) for r in results.stages],
-        "ratio_console_p50_to_broker_p50": results.ratio,
+        "rows": [_rounded(r) for r in results.rows],
+        "stages": [_rounded(r) for r in results.stages],
+        "ratio_console_p50_to_broker_p50": None if results.ratio is None else round(results.ratio, 2),
         "target": {"p50_ms": TARGET_P50_MS, "met": results.target_met},
     }
 
@@ -703,7 +743,8 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
-        prog="python -m bench.latency", description=__doc__,
+        prog="python -m bench.latency",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--reports", type=int, default=300, help="reports to post (default 300)")
@@ -722,8 +763,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # infra.stack reports on stdout; keep stdout for the figures (--json).
         with contextlib.redirect_stdout(sys.stderr), bench_stack(args.workers, args.partitions) as settings:
             results = asyncio.run(
-                measure(settings, args.reports, args.rate, broker_messages=args.broker_messages,
-                        settle_s=args.settle)
+                measure(
+                    settings,
+                    args.reports,
+                    args.rate,
+                    broker_messages=args.broker_messages,
+                    settle_s=args.settle,
+                )
             )
     except KeyboardInterrupt:
         say("interrupted")

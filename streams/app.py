@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import asyncpg
 import faust
 import redis.exceptions
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
 from faust.transport.drivers.aiokafka import Transport as AIOKafkaDriverTransport
 
@@ -39,15 +40,22 @@ TRANSIENT = (
 MAX_UNEXPECTED_ATTEMPTS = 3
 
 
-class _TunedConsumer(AIOKafkaDriverConsumer):
+class _TunedConsumerThread(AIOKafkaConsumerThread):
+    """Faust builds its aiokafka consumer here, with fetch_max_wait_ms=1500 hard-coded."""
+
     def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)  # type: ignore[misc]
+        consumer = super()._create_worker_consumer(transport)
         wait_ms = getattr(self.app, "fetch_max_wait_ms", None)
         if wait_ms is not None:
             if not hasattr(consumer, "_fetch_max_wait_ms"):
                 raise RuntimeError("aiokafka changed: cannot set the consumer's fetch wait")
             consumer._fetch_max_wait_ms = wait_ms
         return consumer
+
+
+class _TunedConsumer(AIOKafkaDriverConsumer):
+    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
+        return _TunedConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
 class _TunedTransport(AIOKafkaDriverTransport):

@@ -26,8 +26,12 @@ async def test_the_benchmark_measures_every_row(stack: Settings) -> None:
     assert results.console.p50_ms > results.broker.p50_ms
     assert results.ratio is not None and results.ratio > 1
 
-    meta = Meta.now(["--reports", "9"], workers=1, partitions=stack.topic_partitions,
-                    fetch_max_wait_ms=stack.fetch_max_wait_ms)
+    meta = Meta.now(
+        ["--reports", "9"],
+        workers=1,
+        partitions=stack.topic_partitions,
+        fetch_max_wait_ms=stack.fetch_max_wait_ms,
+    )
     table = format_report(meta, results)
     for name in (ROW_BROKER, ROW_HTTP, ROW_CONSOLE, "nproc=", "command:", "target:"):
         assert name in table, table

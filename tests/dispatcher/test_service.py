@@ -1,0 +1,90 @@
+"""The dispatcher's service against the real PostgreSQL: filing is idempotent under replay."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from dispatcher.service import IncidentService
+from dispatcher.store import init_connection
+from streams.records import EnrichedIncident
+
+
+@pytest.fixture
+async def pool(pg: asyncpg.Pool, database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await asyncpg.create_pool(database_url, min_size=1, max_size=3, init=init_connection)
+    assert p is not None
+    yield p
+    await p.close()
+
+
+def enriched(tracking_no: str) -> EnrichedIncident:
+    now = datetime.now(UTC)
+    return EnrichedIncident.model_validate(
+        {
+            "incident_id": f"INC-{tracking_no}",
+            "tracking_no": tracking_no,
+            "source": "app",
+            "source_id": "S-1",
+            "category": "garbage_overflow",
+            "category_label": "垃圾满溢",
+            "severity": 4,
+            "title": "垃圾满溢·测试",
+            "description": "垃圾桶满了",
+            "occurred_at": now,
+            "received_at": now,
+            "due_at": now,
+            "location": {"lon": 106.53, "lat": 29.63, "grid_id": None, "out_of_area": True},
+            "nearest": {"police": [], "grid_worker": [], "volunteer": []},
+            "enriched_at": now,
+            "enrichment_id": f"INC-{tracking_no}:enriched",
+        }
+    )
+
+
+async def snapshot(pool: asyncpg.Pool, incident_id: str) -> tuple[object, ...]:
+    row = await pool.fetchrow(
+        "SELECT status, version, updated_at FROM incidents WHERE incident_id = $1", incident_id
+    )
+    events = await pool.fetch(
+        "SELECT event_id, version FROM incident_events WHERE incident_id = $1", incident_id
+    )
+    return (tuple(row) if row else None, sorted(tuple(e) for e in events))
+
+
+async def test_a_replayed_enrichment_changes_nothing_and_republishes_the_same_events(
+    pool: asyncpg.Pool,
+) -> None:
+    service = IncidentService(pool)
+    rec = enriched(f"A-{uuid.uuid4().hex[:8]}")
+    first = await service.file(rec)
+    assert [m["type"] for m in first] == ["incident.file"] and first[0]["version"] == 1
+    assert first[0]["incident"]["status"] == "new"
+    before = await snapshot(pool, rec.incident_id)
+    replay = await service.file(rec)
+    assert await snapshot(pool, rec.incident_id) == before
+    assert [(m["event_id"], m["version"]) for m in replay] == [(m["event_id"], m["version"]) for m in first]
+
+
+async def test_a_second_enrichment_of_a_filed_incident_files_nothing(pool: asyncpg.Pool) -> None:
+    service = IncidentService(pool)
+    rec = enriched(f"A-{uuid.uuid4().hex[:8]}")
+    await service.file(rec)
+    before = await snapshot(pool, rec.incident_id)
+    other = rec.model_copy(update={"enrichment_id": f"{rec.incident_id}:re-enriched"})
+    assert await service.file(other) == []
+    assert await snapshot(pool, rec.incident_id) == before
+
+
+async def test_the_timeline_is_append_only(pool: asyncpg.Pool) -> None:
+    service = IncidentService(pool)
+    rec = enriched(f"A-{uuid.uuid4().hex[:8]}")
+    await service.file(rec)
+    await pool.execute("UPDATE incident_events SET actor = 'mallory' WHERE incident_id = $1", rec.incident_id)
+    await pool.execute("DELETE FROM incident_events WHERE incident_id = $1", rec.incident_id)
+    rows = await pool.fetch("SELECT actor FROM incident_events WHERE incident_id = $1", rec.incident_id)
+    assert [r["actor"] for r in rows] == ["system:intake"]
