@@ -163,7 +163,7 @@ class LiveHub:
         cid = msg.get("id")
         kind = msg.get("type")
         if kind == "ping":
-            client.offer(ack_frame(cid, type_="pong", seq=self.board.seq))
+            client.offer(ack_frame(cid, seq=self.board.seq))
         elif kind == "snapshot":
             client.offer(ack_frame(cid))
             client.offer(self.board.snapshot())

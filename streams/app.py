@@ -138,7 +138,15 @@ def build_app(settings: Settings, service: StreamService | None = None) -> Centr
     )
 
     async def each(stream: Any) -> AsyncIterator[Any]:
-        await svc.start()
+        delay = 0.5
+        while True:
+            try:
+                await svc.start()
+                break
+            except TRANSIENT as exc:
+                log.warning("stores not reachable yet (%r); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
         async for event in stream.events():
             yield event
 

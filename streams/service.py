@@ -7,6 +7,7 @@ anything else is treated as transient and retried by the agent.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 
@@ -85,15 +86,24 @@ class StreamService:
         self._live: LiveState | None = None
         self._grids: GridIndex | None = None
         self._enricher: Enricher | None = None
+        self._starting = asyncio.Lock()
 
     async def start(self) -> None:
-        if self._pool is not None:
-            return
+        """Connect once, whichever agent asks first (they all start together)."""
+        async with self._starting:
+            if self._pool is None:
+                await self._connect()
+
+    async def _connect(self) -> None:
         pool = await asyncpg.create_pool(self.settings.database_url, min_size=1, max_size=4)
         assert pool is not None
+        try:
+            self._grids = await load_grid_index(pool)
+        except BaseException:
+            await pool.close()
+            raise
         self._redis = aioredis.Redis.from_url(self.settings.redis_url)
         self._live = LiveState(self._redis)
-        self._grids = await load_grid_index(pool)
         self._enricher = Enricher(self._live, self.settings.nearest_per_kind, self.settings.nearest_radius_m)
         self._pool = pool
         log.info("stream service ready: %d grids", len(self._grids))
