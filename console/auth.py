@@ -51,6 +51,14 @@ class User:
     username: str
     display_name: str
     role: str
+    responder_id: str | None = None  # set for responders (their phone's login)
+
+    @property
+    def actor(self) -> str:
+        """How commands name who issued them (operator:duty, responder:P-0007, ...)."""
+        if self.role == "responder" and self.responder_id:
+            return f"responder:{self.responder_id}"
+        return f"{self.role}:{self.username}"
 
 
 class Sessions:
@@ -61,13 +69,16 @@ class Sessions:
 
     async def login(self, username: str, password: str) -> tuple[str, User] | None:
         row = await self._pool.fetchrow(
-            "SELECT username, display_name, role, password_hash FROM users WHERE username = $1", username
+            "SELECT username, display_name, role, password_hash, responder_id FROM users WHERE username = $1",
+            username,
         )
         if row is None or not verify_password(password, row["password_hash"]):
             return None
-        user = User(row["username"], row["display_name"], row["role"])
+        user = User(row["username"], row["display_name"], row["role"], row["responder_id"])
         token = secrets.token_urlsafe(32)
-        payload = orjson.dumps({"u": user.username, "n": user.display_name, "r": user.role})
+        payload = orjson.dumps(
+            {"u": user.username, "n": user.display_name, "r": user.role, "p": user.responder_id}
+        )
         await self._redis.set(topics.session_key(token), payload, ex=self._ttl)
         return token, user
 
@@ -79,7 +90,7 @@ class Sessions:
         if raw is None:
             return None
         data = orjson.loads(raw)
-        return User(data["u"], data["n"], data["r"])
+        return User(data["u"], data["n"], data["r"], data.get("p"))
 
     async def logout(self, token: str) -> None:
         await self._redis.delete(topics.session_key(token))

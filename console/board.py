@@ -41,6 +41,8 @@ class Board:
 
     def apply(self, message: dict[str, Any]) -> Delta | None:
         """Apply one `incidents.events` message; None if it is old news (replay, duplicate)."""
+        if "version" not in message or "incident" not in message:
+            return None  # not a state change (a refusal is routed by the hub)
         incident_id = message["incident_id"]
         version = int(message["version"])
         if version <= self._versions.get(incident_id, 0):
@@ -72,6 +74,17 @@ class Board:
             return None
         start = seq + 1 - self._history[0].seq
         return list(self._history)[start:]
+
+    def open_incidents(self) -> list[dict[str, Any]]:
+        return list(self._open.values())
+
+    def task_owner(self, task_id: str) -> tuple[str, str] | None:
+        """(incident id, responder id) of a task on an open incident."""
+        for view in self._open.values():
+            for task in view.get("tasks", ()):
+                if task["task_id"] == task_id:
+                    return view["incident_id"], task["responder_id"]
+        return None
 
     def __len__(self) -> int:
         return len(self._open)

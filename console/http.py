@@ -6,7 +6,10 @@ names the problem: 400 malformed JSON, 401 bad or missing credentials, 404 unkno
 made durable right now.
 """
 
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +19,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from console.auth import ApiKeys, Sessions, User
@@ -53,6 +56,7 @@ class ConsoleServices:
     sessions: Sessions
     intake: IntakeService
     registry: RegistryService
+    send_command: Callable[[dict[str, Any]], Awaitable[None]] | None = None
 
 
 class BodyLimit:
@@ -101,6 +105,14 @@ async def _too_large(limit: int, send: Send) -> None:
 def _field(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
+
+
+class Feedback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    fixed: bool = Field(description="false: the problem is not solved, and the case reopens")
+    satisfied: bool
+    rating: Annotated[int, Field(ge=1, le=5)] | None = None
+    comment: Annotated[str, Field(max_length=500)] | None = None
 
 
 class Login(BaseModel):
@@ -328,15 +340,28 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
             {"at": row["received_at"].isoformat(), "step": "received", "label": "已受理"}
         ]
         status, label = "received", "已受理"
-        incident_row = await store.incident_row(svc.pool, row["incident_id"]) if row["incident_id"] else None
-        if incident_row is not None:
+        incident_id, since = row["incident_id"], None
+        for _ in range(5):  # follow merges to the incident that carries the work
+            incident_row = await store.incident_row(svc.pool, incident_id) if incident_id else None
+            if incident_row is None:
+                break
             state = IncidentState(incident_row["status"])
             status, label = state.value, STATE_LABELS[state]
             for e in await store.events_of(svc.pool, incident_row["incident_id"]):
-                if e["public"]:
-                    ev = store.event_view(e)
+                if not e["public"] or (since is not None and e["at"] < since):
+                    continue
+                ev = store.event_view(e)
+                if ev["type"] == "incident.feedback":
+                    timeline.append({"at": ev["at"], "step": "feedback", "label": "居民已评价"})
+                elif ev["type"] != "incident.merge" or incident_row["merged_into"] is None:
                     step = IncidentState(ev["state"])
                     timeline.append({"at": ev["at"], "step": step.value, "label": STATE_LABELS[step]})
+            if incident_row["merged_into"] is None:
+                break
+            incident_id, since = incident_row["merged_into"], incident_row["updated_at"]
+            timeline.append(
+                {"at": since.isoformat(), "step": "merged", "label": "已与同一事件的其他反映合并办理"}
+            )
         category = row["payload"].get("category") or row["payload"].get("alarm_type")
         return {
             "tracking_no": tracking_no,
@@ -345,6 +370,41 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
             "category": category,
             "timeline": timeline,
         }
+
+    @app.post("/api/v1/reports/{tracking_no}/feedback", status_code=202, tags=["read"])
+    async def report_feedback(
+        tracking_no: Annotated[str, PathParam(max_length=40)], body: Feedback
+    ) -> JSONResponse:
+        """The reporter rates the result once the incident is closed; "not fixed" reopens it."""
+        row = await store.report_by_tracking_no(svc.pool, tracking_no)
+        if row is None:
+            raise HttpError(404, "not_found", f"no report {tracking_no!r}")
+        incident_id = row["incident_id"]
+        for _ in range(5):
+            incident_row = await store.incident_row(svc.pool, incident_id) if incident_id else None
+            if incident_row is None or incident_row["merged_into"] is None:
+                break
+            incident_id = incident_row["merged_into"]
+        if incident_row is None or incident_row["status"] != "closed":
+            raise HttpError(409, "not_closed", "feedback is possible once the case is closed (办结)")
+        command = {
+            "command_id": f"feedback:{tracking_no}:{uuid.uuid4().hex}",
+            "incident_id": incident_id,
+            "action": "feedback",
+            "actor": f"resident:{tracking_no}",
+            "at": datetime.now(UTC).isoformat(),
+            "reason": None,
+            "data": {"tracking_no": tracking_no, **body.model_dump()},
+        }
+        if svc.send_command is None:
+            raise HttpError(503, "unavailable", "feedback not accepted, retry", {"Retry-After": "5"})
+        try:
+            await svc.send_command(command)
+        except Exception as exc:
+            raise HttpError(
+                503, "unavailable", f"feedback not accepted, retry: {exc}", {"Retry-After": "5"}
+            ) from exc
+        return JSONResponse({"tracking_no": tracking_no, "status": "received"}, 202)
 
     # --- pages ----------------------------------------------------------------------------
     @app.get("/api/v1/config", tags=["pages"])

@@ -1,10 +1,11 @@
-"""Live consoles over WebSocket (the `websockets` library): snapshot, then ordered deltas.
+"""Live connections over WebSocket (the `websockets` library): consoles and responders' phones.
 
-Protocol (docs/live-protocol.md): the client authenticates with its first frame, gets a
-snapshot with a sequence number, then every delta numbered after it. A client that
-reconnects may ask to resume from its last sequence number and gets exactly the deltas it
-missed, or a fresh snapshot marked as a resync. Every command carries an id and is answered
-by an ack or an error frame naming the problem.
+Protocol (docs/live-protocol.md). Consoles authenticate with their first frame, get a snapshot
+with a sequence number, then every delta numbered after it, and may resume after a reconnect.
+Responders get their own active tasks, then each change to one of their tasks, pushed at once.
+Commands (dispatch, accept, ...) carry an id; the server checks who may send them, puts them on
+the incident's command partition and acks; the dispatcher's refusal, if any, comes back as an
+error frame with the same id, and the effect as deltas.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, Final
 
 import orjson
 from websockets.asyncio.server import ServerConnection
@@ -24,17 +28,25 @@ from console.board import Board, Delta
 log = logging.getLogger(__name__)
 MAX_FRAME = 64 * 1024
 AUTH_TIMEOUT_S = 10.0
-QUEUE_LIMIT = 2_000  # a console this far behind is cut off rather than slowing others
+QUEUE_LIMIT = 2_000  # a connection this far behind is cut off rather than slowing others
 CLOSE_UNAUTHORISED = 4401
 CLOSE_TOO_SLOW = 4408
+PENDING_LIMIT = 10_000
+
+SendCommand = Callable[[dict[str, Any]], Awaitable[None]]
+
+# Operator commands and the fields each must carry (besides incident_id).
+OPERATOR_COMMANDS: Final = {"dispatch", "remove", "resolve", "verify", "cancel", "merge"}
+COMMANDERS_AND_OPERATORS: Final = {"operator", "commander"}
+TASK_ACTIONS: Final = {"accept", "decline", "en_route", "on_scene", "done"}
 
 
 def error_frame(code: str, message: str, command_id: Any = None) -> bytes:
     return orjson.dumps({"type": "error", "id": command_id, "code": code, "message": message})
 
 
-def ack_frame(command_id: Any, **extra: Any) -> bytes:
-    return orjson.dumps({"type": "ack", "id": command_id, **extra})
+def ack_frame(cid: Any, /, **extra: Any) -> bytes:
+    return orjson.dumps({"type": "ack", "id": cid, **extra})
 
 
 class Client:
@@ -51,32 +63,90 @@ class Client:
             return False
 
 
-class LiveHub:
-    """Owns the board and the connected consoles. `publish` is called for each Kafka event."""
+def responder_task(task: dict[str, Any], incident: dict[str, Any]) -> dict[str, Any]:
+    """What a responder's phone shows: the task and the incident, without personal data."""
+    loc = incident.get("location") or {}
+    return {
+        **task,
+        "incident": {
+            "incident_id": incident["incident_id"],
+            "title": incident["title"],
+            "category_label": incident.get("category_label"),
+            "severity": incident["severity"],
+            "description": incident.get("description", ""),
+            "status": incident["status"],
+            "status_label": incident.get("status_label"),
+            "occurred_at": incident.get("occurred_at"),
+            "location": {k: loc.get(k) for k in ("lon", "lat", "address", "grid_name", "community_name")},
+            "camera": incident.get("camera"),
+            "photo_urls": incident.get("photo_urls", []),
+        },
+    }
 
-    def __init__(self, board: Board, sessions: Sessions) -> None:
+
+class LiveHub:
+    """Owns the board and every connection. `publish` is called for each Kafka event."""
+
+    def __init__(self, board: Board, sessions: Sessions, send_command: SendCommand | None = None) -> None:
         self.board = board
         self._sessions = sessions
-        self._clients: set[Client] = set()
+        self._send_command = send_command
+        self._clients: set[Client] = set()  # consoles
+        self._responders: dict[str, set[Client]] = {}  # responder id -> their phones
+        self._pending: OrderedDict[str, tuple[Client, Any]] = OrderedDict()  # command id -> who asked
         self._closing: set[asyncio.Task[None]] = set()  # owned until each close completes
 
     @property
     def client_count(self) -> int:
-        return len(self._clients)
+        return len(self._clients) + sum(len(c) for c in self._responders.values())
 
+    # --- from Kafka -----------------------------------------------------------------------
     def publish(self, message: dict[str, Any]) -> Delta | None:
+        if message.get("type") == "command.refused":
+            self._refused(message)
+            return None
         delta = self.board.apply(message)
         if delta is None:
             return None
         for client in list(self._clients):
-            if not client.offer(delta.frame):
-                log.warning("console %s too slow, disconnecting", client.user.username)
-                self._clients.discard(client)
-                task = asyncio.create_task(client.ws.close(CLOSE_TOO_SLOW, "too slow"))
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
+            self._push(client, delta.frame)
+        self._push_tasks(message)
         return delta
 
+    def _push(self, client: Client, frame: bytes) -> None:
+        if client.offer(frame):
+            return
+        log.warning("%s too slow, disconnecting", client.user.username)
+        self._forget(client)
+        task = asyncio.create_task(client.ws.close(CLOSE_TOO_SLOW, "too slow"))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _push_tasks(self, message: dict[str, Any]) -> None:
+        data = message.get("data") or {}
+        if not str(message.get("type", "")).startswith("task.") or "task_id" not in data:
+            return
+        phones = self._responders.get(str(data.get("responder_id")))
+        if not phones:
+            return
+        incident = message["incident"]
+        task = next((t for t in incident.get("tasks", []) if t["task_id"] == data["task_id"]), None)
+        if task is None:
+            return
+        frame = orjson.dumps(
+            {"type": "task", "event": message["type"], "task": responder_task(task, incident)}
+        )
+        for phone in list(phones):
+            self._push(phone, frame)
+
+    def _refused(self, message: dict[str, Any]) -> None:
+        asked = self._pending.pop(str(message.get("command_id")), None)
+        if asked is None:
+            return  # asked on another console server, or long ago
+        client, client_id = asked
+        client.offer(error_frame("refused", str(message.get("reason")), client_id))
+
+    # --- connections ----------------------------------------------------------------------
     async def handler(self, ws: ServerConnection) -> None:
         auth = await self._authenticate(ws)
         if auth is None:
@@ -84,16 +154,21 @@ class LiveHub:
         user, hello = auth
         # No await between the first frames and joining: no delta can fall in between.
         client = Client(ws, user)
-        client.offer(
-            ack_frame(
-                hello.get("id"),
-                user={"username": user.username, "display_name": user.display_name, "role": user.role},
-            )
-        )
-        resume = hello.get("resume_from")
-        for frame in self._start_frames(resume if isinstance(resume, int) else None):
-            client.offer(frame)
-        self._clients.add(client)
+        me = {
+            "username": user.username,
+            "display_name": user.display_name,
+            "role": user.role,
+            "responder_id": user.responder_id,
+        }
+        client.offer(ack_frame(hello.get("id"), user=me))
+        if user.role == "responder" and user.responder_id:
+            client.offer(self._my_tasks(user.responder_id))
+            self._responders.setdefault(user.responder_id, set()).add(client)
+        else:
+            resume = hello.get("resume_from")
+            for frame in self._start_frames(resume if isinstance(resume, int) else None):
+                client.offer(frame)
+            self._clients.add(client)
         sender = asyncio.create_task(self._send_loop(client), name=f"ws-send-{user.username}")
         try:
             async for raw in ws:
@@ -101,10 +176,28 @@ class LiveHub:
         except ConnectionClosed:
             pass
         finally:
-            self._clients.discard(client)
+            self._forget(client)
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
+
+    def _forget(self, client: Client) -> None:
+        self._clients.discard(client)
+        rid = client.user.responder_id
+        if rid and rid in self._responders:
+            self._responders[rid].discard(client)
+            if not self._responders[rid]:
+                del self._responders[rid]
+
+    def _my_tasks(self, responder_id: str) -> bytes:
+        tasks = [
+            responder_task(t, incident)
+            for incident in self.board.open_incidents()
+            for t in incident.get("tasks", [])
+            if t["responder_id"] == responder_id
+            and t["state"] in ("offered", "accepted", "en_route", "on_scene")
+        ]
+        return orjson.dumps({"type": "tasks", "tasks": tasks})
 
     async def _send_loop(self, client: Client) -> None:
         with contextlib.suppress(ConnectionClosed):
@@ -152,6 +245,7 @@ class LiveHub:
             return [orjson.dumps(snap)]
         return [self.board.snapshot()]
 
+    # --- commands -------------------------------------------------------------------------
     async def _command(self, client: Client, raw: str | bytes) -> None:
         if len(raw) > MAX_FRAME:
             client.offer(error_frame("too_large", f"frame larger than {MAX_FRAME} bytes"))
@@ -162,12 +256,13 @@ class LiveHub:
             return
         cid = msg.get("id")
         kind = msg.get("type")
+        is_responder = client.user.role == "responder"
         if kind == "ping":
             client.offer(ack_frame(cid, seq=self.board.seq))
-        elif kind == "snapshot":
+        elif kind == "snapshot" and not is_responder:
             client.offer(ack_frame(cid))
             client.offer(self.board.snapshot())
-        elif kind == "resume":
+        elif kind == "resume" and not is_responder:
             since = msg.get("since")
             if not isinstance(since, int):
                 client.offer(error_frame("invalid", "resume needs an integer 'since'", cid))
@@ -175,8 +270,88 @@ class LiveHub:
             client.offer(ack_frame(cid))
             for frame in self._start_frames(since):
                 client.offer(frame)
+        elif kind in OPERATOR_COMMANDS:
+            await self._operator_command(client, msg)
+        elif kind == "task":
+            await self._task_command(client, msg)
         else:
             client.offer(error_frame("unknown_command", f"unknown command type {kind!r}", cid))
+
+    async def _operator_command(self, client: Client, msg: dict[str, Any]) -> None:
+        cid = msg.get("id")
+        if client.user.role not in COMMANDERS_AND_OPERATORS:
+            client.offer(error_frame("forbidden", f"a {client.user.role} cannot {msg['type']}", cid))
+            return
+        incident_id = msg.get("incident_id")
+        if not isinstance(incident_id, str) or not incident_id:
+            client.offer(error_frame("invalid", "incident_id: missing", cid))
+            return
+        data: dict[str, Any] = {}
+        for name, types in (("responders", list), ("responder_id", str), ("passed", bool), ("into", str)):
+            if name in msg:
+                if not isinstance(msg[name], types):
+                    client.offer(error_frame("invalid", f"{name}: wrong type", cid))
+                    return
+                data[name] = msg[name]
+        await self._enqueue(client, msg, incident_id, msg["type"], data)
+
+    async def _task_command(self, client: Client, msg: dict[str, Any]) -> None:
+        cid = msg.get("id")
+        rid = client.user.responder_id
+        if client.user.role != "responder" or not rid:
+            client.offer(error_frame("forbidden", "only responders act on tasks", cid))
+            return
+        action = msg.get("task_action")
+        if action not in TASK_ACTIONS:
+            client.offer(
+                error_frame("invalid", f"task_action: one of {', '.join(sorted(TASK_ACTIONS))}", cid)
+            )
+            return
+        task_id = msg.get("task_id")
+        owner = self.board.task_owner(task_id) if isinstance(task_id, str) else None
+        if owner is None or owner[1] != rid:
+            client.offer(error_frame("forbidden", f"task {task_id!r} is not yours", cid))
+            return
+        data: dict[str, Any] = {"task_id": task_id, "task_action": action}
+        for name in ("note", "photo_urls", "passed"):
+            if name in msg:
+                data[name] = msg[name]
+        await self._enqueue(client, msg, owner[0], "task", data)
+
+    async def _enqueue(
+        self, client: Client, msg: dict[str, Any], incident_id: str, action: str, data: dict[str, Any]
+    ) -> None:
+        cid = msg.get("id")
+        if not isinstance(cid, str | int) or isinstance(cid, bool) or len(str(cid)) > 100:
+            client.offer(error_frame("invalid", "id: each command needs a string or number id", cid))
+            return
+        reason = msg.get("reason")
+        if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
+            client.offer(error_frame("invalid", "reason: a string of at most 500 characters", cid))
+            return
+        if self._send_command is None:
+            client.offer(error_frame("unavailable", "commands are not accepted here", cid))
+            return
+        command_id = f"{client.user.actor}:{cid}"  # a client's retry of the same id has one effect
+        command = {
+            "command_id": command_id,
+            "incident_id": incident_id,
+            "action": action,
+            "actor": client.user.actor,
+            "at": datetime.now(UTC).isoformat(),
+            "reason": reason,
+            "data": data,
+        }
+        try:
+            await self._send_command(command)
+        except Exception as exc:
+            log.warning("could not queue %s: %r", command_id, exc)
+            client.offer(error_frame("unavailable", "command not queued, retry", cid))
+            return
+        self._pending[command_id] = (client, cid)
+        while len(self._pending) > PENDING_LIMIT:
+            self._pending.popitem(last=False)
+        client.offer(ack_frame(cid, queued=True, command_id=command_id))
 
 
 def _decode(raw: str | bytes) -> dict[str, Any] | None:

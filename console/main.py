@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -109,7 +110,13 @@ async def amain(settings: Settings) -> None:
     sessions = Sessions(pool, redis, settings.session_ttl_s)
     board = Board()
     board.load([store.incident_view(r) for r in await store.open_incident_rows(pool)])
-    hub = LiveHub(board, sessions)
+
+    async def send_command(command: dict[str, Any]) -> None:
+        await producer.send_and_wait(
+            topics.INCIDENTS_COMMANDS, key=command["incident_id"].encode(), value=orjson.dumps(command)
+        )
+
+    hub = LiveHub(board, sessions, send_command)
     intake = IntakeService(pool, producer)
     services = ConsoleServices(
         settings=settings,
@@ -118,6 +125,7 @@ async def amain(settings: Settings) -> None:
         sessions=sessions,
         intake=intake,
         registry=RegistryService(pool, producer, LiveState(redis)),
+        send_command=send_command,
     )
     http = _Server(
         uvicorn.Config(

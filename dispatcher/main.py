@@ -7,25 +7,34 @@ id, and commits offsets only after both (at-least-once; effects are idempotent).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import orjson
+import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from dispatcher.service import IncidentService
+from dispatcher.case import CaseCommand
+from dispatcher.commands import command_json, parse_command
+from dispatcher.plan import load_plans
+from dispatcher.service import IncidentService, Result
 from dispatcher.store import create_pool
 from infra.db import ensure_database, migrate
 from infra.settings import Settings
 from streams import topics
 from streams.kafka import make_consumer, make_producer, start_producer, stop_on_signals
+from streams.livestate import LiveState
 from streams.normalise import describe_validation_error
 from streams.records import DeadLetter, EnrichedIncident
 
 log = logging.getLogger("dispatcher")
+TIMER_TICK_S = 0.2
 MAX_UNEXPECTED = 3  # a record that keeps failing for no transient reason is dead-lettered
 TRANSIENT = (
     OSError,
@@ -45,6 +54,8 @@ class Dispatcher:
         self._pool: asyncpg.Pool | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._redis: aioredis.Redis | None = None
+        self._service: IncidentService | None = None
 
     def stop(self) -> None:
         self._stopping.set()
@@ -56,8 +67,20 @@ class Dispatcher:
             await migrate(conn)
         self._producer = make_producer(self.settings)
         await start_producer(self._producer)
+        self._redis = aioredis.Redis.from_url(self.settings.redis_url)
+        self._service = IncidentService(
+            self._pool,
+            load_plans(Path(self.settings.plans_path) if self.settings.plans_path else None),
+            LiveState(self._redis),
+            radius_m=self.settings.nearest_radius_m,
+        )
+        synced = await self._service.sync_live_statuses()
+        log.info("%d responders with active tasks marked busy", synced)
         self._consumer = make_consumer(
-            self.settings, topics.INCIDENTS_ENRICHED, group_id=topics.DISPATCHER_GROUP
+            self.settings,
+            topics.INCIDENTS_ENRICHED,
+            topics.INCIDENTS_COMMANDS,
+            group_id=topics.DISPATCHER_GROUP,
         )
         await self._consumer.start()
 
@@ -66,22 +89,91 @@ class Dispatcher:
             await self._consumer.stop()
         if self._producer is not None:
             await self._producer.stop()
+        if self._redis is not None:
+            await self._redis.aclose()
         if self._pool is not None:
             await self._pool.close()
 
     async def run(self) -> None:
-        assert self._consumer is not None and self._pool is not None
-        service = IncidentService(self._pool)
+        """Consume until stopped; the timer loop is owned here and cancelled on the way out."""
+        assert self._consumer is not None and self._service is not None
+        timers = asyncio.create_task(self._fire_timers(), name="timers")
+        try:
+            while not self._stopping.is_set():
+                batches = await self._consumer.getmany(timeout_ms=200)
+                for records in batches.values():
+                    for record in records:
+                        await self._handle(self._service, record)
+                if batches:
+                    await self._consumer.commit()
+                if timers.done():
+                    timers.result()  # a dead timer loop is a dead dispatcher: surface it
+        finally:
+            timers.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await timers
+
+    async def _fire_timers(self) -> None:
+        """Durable timers: each due timer becomes a command on its incident's partition, then is
+        marked fired in the same transaction. A crash in between fires it again; the command id
+        (the timer id) makes the second firing change nothing."""
+        assert self._pool is not None and self._producer is not None
         while not self._stopping.is_set():
-            batches = await self._consumer.getmany(timeout_ms=200)
-            for records in batches.values():
-                for record in records:
-                    await self._handle(service, record)
-            if batches:
-                await self._consumer.commit()
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    rows = await conn.fetch(
+                        """SELECT * FROM timers WHERE fired_at IS NULL AND cancelled_at IS NULL
+                              AND fire_at <= now() ORDER BY fire_at LIMIT 200 FOR UPDATE SKIP LOCKED"""
+                    )
+                    futures = []
+                    for r in rows:
+                        cmd = {
+                            "command_id": f"timer:{r['timer_id']}",
+                            "incident_id": r["incident_id"],
+                            "action": "timer",
+                            "actor": "system:timer",
+                            "at": r["fire_at"].isoformat(),
+                            "data": {
+                                "timer_id": r["timer_id"],
+                                "kind": r["kind"],
+                                "clock_id": r["clock_id"],
+                                "task_id": r["task_id"],
+                            },
+                        }
+                        futures.append(
+                            await self._producer.send(
+                                topics.INCIDENTS_COMMANDS,
+                                key=r["incident_id"].encode(),
+                                value=orjson.dumps(cmd),
+                            )
+                        )
+                    for fut in futures:
+                        await fut
+                    if rows:
+                        await conn.execute(
+                            "UPDATE timers SET fired_at = now() WHERE timer_id = ANY($1::text[])",
+                            [r["timer_id"] for r in rows],
+                        )
+            except TRANSIENT as exc:
+                log.warning("timer loop: %r", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), TIMER_TICK_S)
 
     async def _handle(self, service: IncidentService, record: ConsumerRecord) -> None:
-        assert self._producer is not None
+        if record.topic == topics.INCIDENTS_COMMANDS:
+            await self._command(service, record)
+        else:
+            await self._enriched(service, record)
+
+    async def _command(self, service: IncidentService, record: ConsumerRecord) -> None:
+        try:
+            cmd = parse_command(record.value)
+        except ValueError as exc:
+            await self._dead_letter(record, str(exc))
+            return
+        await self._retrying(record, cmd.incident_id, lambda: service.handle(cmd), cmd)
+
+    async def _enriched(self, service: IncidentService, record: ConsumerRecord) -> None:
         try:
             rec = EnrichedIncident.model_validate(orjson.loads(record.value or b""))
         except (orjson.JSONDecodeError, ValidationError) as exc:
@@ -92,26 +184,59 @@ class Dispatcher:
             )
             await self._dead_letter(record, reason)
             return
+        await self._retrying(record, rec.incident_id, lambda: service.file(rec), None)
+
+    async def _retrying(
+        self,
+        record: ConsumerRecord,
+        incident_id: str,
+        apply: Callable[[], Awaitable[Result]],
+        cmd: CaseCommand | None,
+    ) -> None:
+        """Apply, then publish what it produced; transient failures retry, others dead-letter."""
+        assert self._producer is not None
         delay, unexpected = 0.1, 0
         while True:
             try:
-                messages = await service.file(rec)
+                result = await apply()
                 futures = [
                     await self._producer.send(
-                        topics.INCIDENTS_EVENTS, key=rec.incident_id.encode(), value=orjson.dumps(m)
+                        topics.INCIDENTS_EVENTS, key=incident_id.encode(), value=orjson.dumps(m)
                     )
-                    for m in messages
+                    for m in result.messages
                 ]
+                if result.refused is not None and cmd is not None:
+                    refusal = {
+                        "type": "command.refused",
+                        "command_id": cmd.command_id,
+                        "incident_id": incident_id,
+                        "action": cmd.action,
+                        "actor": cmd.actor,
+                        "reason": result.refused,
+                    }
+                    futures.append(
+                        await self._producer.send(
+                            topics.INCIDENTS_EVENTS, key=incident_id.encode(), value=orjson.dumps(refusal)
+                        )
+                    )
+                for forward in result.forwards:
+                    futures.append(
+                        await self._producer.send(
+                            topics.INCIDENTS_COMMANDS,
+                            key=forward.incident_id.encode(),
+                            value=orjson.dumps(command_json(forward)),
+                        )
+                    )
                 for fut in futures:
                     await fut
                 return
             except TRANSIENT as exc:
                 if self._stopping.is_set():
                     raise
-                log.warning("transient failure on %s, retrying in %.1fs: %r", rec.incident_id, delay, exc)
+                log.warning("transient failure on %s, retrying in %.1fs: %r", incident_id, delay, exc)
             except Exception as exc:
                 unexpected += 1
-                log.exception("unexpected failure on %s (%d/%d)", rec.incident_id, unexpected, MAX_UNEXPECTED)
+                log.exception("unexpected failure on %s (%d/%d)", incident_id, unexpected, MAX_UNEXPECTED)
                 if unexpected >= MAX_UNEXPECTED:
                     await self._dead_letter(record, f"internal error: {type(exc).__name__}: {exc}")
                     return

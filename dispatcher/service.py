@@ -1,33 +1,85 @@
-"""The dispatcher's service layer: apply one input event through the lifecycle and the store.
+"""The dispatcher's service layer: file enriched incidents and apply commands to cases.
 
-Returns the messages to publish for consoles. A replayed input event is recognised by its id
-and answers with the events it produced the first time (publishing is at-least-once; consoles
-drop what they already hold by incident version).
+Each input (an enriched incident, a command) is applied in one transaction that also records
+its id, so a replay finds it and changes nothing but answers with the events it produced the
+first time (publishing is at-least-once; consoles drop what they hold by incident version).
+Decisions come from the pure core (`dispatcher.case`); this layer only loads, saves, asks live
+state who is available, and reports what to publish.
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 
-from dispatcher import store
-from dispatcher.lifecycle import Action, Command, transition
+from dispatcher import casestore, store
+from dispatcher.case import (
+    ACTIONS,
+    Case,
+    CaseCommand,
+    Context,
+    Effect,
+    Forward,
+    Outcome,
+    SetResponderStatus,
+    decide,
+    start_case,
+)
+from dispatcher.clock import statutory_limit
+from dispatcher.lifecycle import Action, Command, IllegalTransition, transition
+from dispatcher.live import available_near, own_grid_workers
+from dispatcher.merge import Sighting, bbox_for, find_duplicate
+from dispatcher.plan import PlanBook
+from dispatcher.recommend import Available
+from streams.livestate import LiveState
 from streams.records import EnrichedIncident
 
+log = logging.getLogger(__name__)
 SYSTEM_ACTOR = "system:intake"
+MERGE_RADIUS_M = 300.0
+MERGE_WINDOW = timedelta(minutes=60)
+_NEEDS_CANDIDATES = frozenset({"dispatch", "task", "timer", "resolve", "feedback", "remove"})
+MAX_RACES = 5  # responders taken by another incident between lookup and offer
+
+
+@dataclass
+class Result:
+    """What one input produced: messages for consoles, commands for other cases, live-state changes."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    forwards: list[CaseCommand] = field(default_factory=list)
+    statuses: list[SetResponderStatus] = field(default_factory=list)
+    refused: str | None = None
 
 
 class IncidentService:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        plans: PlanBook,
+        live: LiveState | None = None,
+        radius_m: float = 20_000,
+        per_kind: int = 30,
+    ) -> None:
         self._pool = pool
+        self._plans = plans
+        self._live = live
+        self._radius_m = radius_m
+        self._per_kind = per_kind
 
-    async def file(self, rec: EnrichedIncident) -> list[dict[str, Any]]:
+    # --- filing ---------------------------------------------------------------------------
+    async def file(self, rec: EnrichedIncident) -> Result:
+        result = Result()
         async with self._pool.acquire() as conn, conn.transaction():
             if not await store.mark_processed(conn, rec.enrichment_id, rec.incident_id):
-                return await self._replay(conn, rec.incident_id)
+                result.messages = await self._messages(conn, rec.incident_id, None)
+                return result
             if await store.current(conn, rec.incident_id) is not None:
-                return []  # filed already under another input event id
+                return result  # filed already under another input event id
             cmd = Command(
                 action=Action.FILE,
                 incident_id=rec.incident_id,
@@ -39,14 +91,197 @@ class IncidentService:
             decision = transition(None, cmd)
             await store.insert_incident(conn, rec, decision.incident)
             await store.append_events(conn, decision.events)
-            row = await store.incident_row(conn, rec.incident_id)
-            assert row is not None
-            view = store.incident_view(row)
-            return [{**store.event_view(e), "incident": view} for e in decision.events]
+            case = await casestore.load_case(conn, rec.incident_id)
+            assert case is not None
+            plan = self._plans.plan_for(rec.category, rec.severity)
+            case, effects = start_case(
+                case, plan, statutory_limit(rec.source, rec.time_limit), rec.enriched_at
+            )
+            await casestore.save_effects(conn, case, effects, rec.enriched_at, None)
+            match = await self._duplicate_of(conn, rec)
+            if match is not None:
+                merge = CaseCommand(
+                    "merge",
+                    rec.incident_id,
+                    f"{rec.incident_id}:auto-merge",
+                    "system:merge",
+                    rec.enriched_at,
+                    data={"into": match.incident_id, "match": match.reason},
+                )
+                outcome = decide(case, merge, Context(plan))
+                later = await casestore.save_outcome(conn, outcome)
+                result.forwards = [e.command for e in later if isinstance(e, Forward)]
+            result.messages = await self._messages(conn, rec.incident_id, None)
+        return result
 
-    async def _replay(self, conn: asyncpg.Connection, incident_id: str) -> list[dict[str, Any]]:
+    async def _duplicate_of(self, conn: asyncpg.Connection, rec: EnrichedIncident) -> Any:
+        lon, lat = rec.location.lon, rec.location.lat
+        x0, y0, x1, y1 = bbox_for(lon, lat, MERGE_RADIUS_M)
+        rows = await conn.fetch(
+            """SELECT incident_id, source, category, lon, lat, occurred_at, status FROM incidents
+                WHERE lon BETWEEN $1 AND $3 AND lat BETWEEN $2 AND $4 AND incident_id <> $5
+                  AND occurred_at BETWEEN $6 AND $7
+                  AND status NOT IN ('closed', 'cancelled', 'merged')""",
+            x0,
+            y0,
+            x1,
+            y1,
+            rec.incident_id,
+            rec.occurred_at - MERGE_WINDOW,
+            rec.occurred_at + MERGE_WINDOW,
+        )
+        new = Sighting(rec.incident_id, rec.source, rec.category, lon, lat, rec.occurred_at, "new")
+        olds = [
+            Sighting(
+                r["incident_id"],
+                r["source"],
+                r["category"],
+                r["lon"],
+                r["lat"],
+                r["occurred_at"],
+                r["status"],
+            )
+            for r in rows
+        ]
+        return find_duplicate(new, olds, radius_m=MERGE_RADIUS_M, window=MERGE_WINDOW)
+
+    # --- commands -------------------------------------------------------------------------
+    async def handle(self, cmd: CaseCommand) -> Result:
+        result = Result()
+        if cmd.action not in ACTIONS:
+            result.refused = f"unknown action {cmd.action!r}"
+            return result
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await store.mark_processed(conn, cmd.command_id, cmd.incident_id):
+                result.messages = await self._messages(conn, cmd.incident_id, cmd.command_id)
+                return result
+            case = await casestore.load_case(conn, cmd.incident_id)
+            if case is None:
+                await self._audit(conn, cmd, "refused", f"no incident {cmd.incident_id!r}")
+                result.refused = f"no incident {cmd.incident_id!r}"
+                return result
+            ctx = await self._context(conn, case, cmd)
+            for _ in range(MAX_RACES):
+                try:
+                    outcome = decide(case, cmd, ctx)
+                except IllegalTransition as exc:
+                    await self._audit(conn, cmd, "refused", str(exc))
+                    result.refused = str(exc)
+                    return result
+                try:
+                    async with conn.transaction():  # a savepoint: a lost race undoes only this try
+                        later = await casestore.save_outcome(conn, outcome)
+                    break
+                except asyncpg.UniqueViolationError as exc:
+                    taken = await self._taken(conn, outcome)
+                    if not taken:
+                        raise
+                    log.info("responders %s were taken meanwhile: %s", taken, exc)
+                    ctx = replace(
+                        ctx,
+                        candidates=[c for c in ctx.candidates if c.responder_id not in taken],
+                        grid_workers=[c for c in ctx.grid_workers if c.responder_id not in taken],
+                    )
+            else:
+                result.refused = "responders kept being taken by other incidents; try again"
+                return result
+            if cmd.action == "absorb":
+                # every report of the merged incident now belongs to this one too
+                await conn.execute(
+                    """INSERT INTO incident_reports (incident_id, tracking_no)
+                       SELECT $1, tracking_no FROM incident_reports WHERE incident_id = $2
+                       ON CONFLICT DO NOTHING""",
+                    cmd.incident_id,
+                    cmd.data.get("from"),
+                )
+            await self._audit(conn, cmd, "applied", None)
+            result.forwards = [e.command for e in later if isinstance(e, Forward)]
+            result.statuses = [e for e in later if isinstance(e, SetResponderStatus)]
+            result.messages = await self._messages(conn, cmd.incident_id, cmd.command_id)
+        await self._apply_statuses(result.statuses)
+        return result
+
+    async def _context(self, conn: asyncpg.Connection, case: Case, cmd: CaseCommand) -> Context:
+        plan = self._plans.plan_for(case.category, case.severity)
+        if self._live is None or cmd.action not in _NEEDS_CANDIDATES:
+            return Context(plan)
+        row = await conn.fetchrow(
+            "SELECT lon, lat FROM incidents WHERE incident_id = $1", case.incident.incident_id
+        )
+        assert row is not None
+        candidates = await available_near(
+            self._live, row["lon"], row["lat"], case.grid_id, self._radius_m, self._per_kind
+        )
+        own = await own_grid_workers(self._live, row["lon"], row["lat"], case.grid_id)
+        busy = await self._busy(conn, [c.responder_id for c in (*candidates, *own)])
+        return Context(
+            plan,
+            [c for c in candidates if c.responder_id not in busy],
+            [c for c in own if c.responder_id not in busy],
+        )
+
+    async def _busy(self, conn: asyncpg.Connection, ids: list[str]) -> set[str]:
+        """Responders with an active task in the system of record (live state may lag a crash)."""
+        rows = await conn.fetch(
+            """SELECT responder_id FROM tasks WHERE responder_id = ANY($1::text[])
+                AND state IN ('offered', 'accepted', 'en_route', 'on_scene')""",
+            ids,
+        )
+        return {r["responder_id"] for r in rows}
+
+    async def _taken(self, conn: asyncpg.Connection, outcome: Outcome) -> set[str]:
+        from dispatcher.case import OfferTask
+
+        ids = [e.info.task.responder_id for e in outcome.effects if isinstance(e, OfferTask)]
+        return await self._busy(conn, ids)
+
+    async def _apply_statuses(self, statuses: list[SetResponderStatus]) -> None:
+        if self._live is None:
+            return
+        for s in statuses:
+            await self._live.set_status(s.responder_id, s.status)
+
+    async def sync_live_statuses(self) -> int:
+        """After a restart: responders with active tasks are busy in live state too."""
+        if self._live is None:
+            return 0
+        rows = await self._pool.fetch(
+            """SELECT DISTINCT responder_id FROM tasks
+                WHERE state IN ('offered', 'accepted', 'en_route', 'on_scene')"""
+        )
+        for r in rows:
+            await self._live.set_status(r["responder_id"], "busy")
+        return len(rows)
+
+    async def _audit(
+        self, conn: asyncpg.Connection, cmd: CaseCommand, outcome: str, detail: str | None
+    ) -> None:
+        await conn.execute(
+            """INSERT INTO audit_log (command_id, incident_id, action, actor, at, outcome, detail, data)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (command_id) DO NOTHING""",
+            cmd.command_id,
+            cmd.incident_id,
+            cmd.action,
+            cmd.actor,
+            cmd.at,
+            outcome,
+            detail,
+            {"reason": cmd.reason, **cmd.data},
+        )
+
+    async def _messages(
+        self, conn: asyncpg.Connection, incident_id: str, command_id: str | None
+    ) -> list[dict[str, Any]]:
+        """Console messages for the events of one input (all events of the incident when filing)."""
         row = await store.incident_row(conn, incident_id)
         if row is None:
             return []
         view = store.incident_view(row)
-        return [{**store.event_view(e), "incident": view} for e in await store.events_of(conn, incident_id)]
+        view["tasks"] = [casestore.task_view(t) for t in await casestore.task_rows(conn, incident_id)]
+        events = await store.events_of(conn, incident_id)
+        if command_id is not None:
+            events = [e for e in events if e["event_id"].startswith(f"{command_id}#")]
+        return [{**store.event_view(e), "incident": view} for e in events]
+
+
+__all__ = ["Available", "Effect", "IncidentService", "Result"]

@@ -74,6 +74,8 @@ def incident_view(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
         "created_at": row["created_at"].isoformat(),
         "updated_at": row["updated_at"].isoformat(),
         "intake_ns": record.get("intake_ns"),
+        "round": row.get("round", 0) if isinstance(row, dict) else row["round"],
+        "merged_into": row.get("merged_into") if isinstance(row, dict) else row["merged_into"],
     }
 
 
@@ -90,7 +92,8 @@ def event_view(event: Event | asyncpg.Record) -> dict[str, Any]:
             "public": event.public,
             "reason": event.reason,
         }
-    data = _loads(event["data"])
+    data = dict(_loads(event["data"]))
+    state, reason = data.pop("state", None), data.pop("reason", None)
     return {
         "event_id": event["event_id"],
         "incident_id": event["incident_id"],
@@ -98,9 +101,10 @@ def event_view(event: Event | asyncpg.Record) -> dict[str, Any]:
         "type": event["type"],
         "actor": event["actor"],
         "at": event["at"].isoformat(),
-        "state": data.get("state"),
+        "state": state,
         "public": event["public"],
-        "reason": data.get("reason"),
+        "reason": reason,
+        "data": data,
     }
 
 

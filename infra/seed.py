@@ -48,6 +48,8 @@ DEMO_USERS: Final = [
     ("viewer", "观察员", "viewer", "viewer-demo-2026"),
 ]
 
+DEMO_RESPONDER_PASSWORD: Final = "responder-demo-2026"
+
 _UPSERT_COMMUNITIES = """
 INSERT INTO communities (community_id, name)
 SELECT * FROM unnest($1::text[], $2::text[])
@@ -182,6 +184,21 @@ async def seed_postgres(conn_or_pool: Any, city: City) -> dict[str, int]:
             pw_hash = "" if username in existing else hash_password(password)
             written["users"] += _rows_written(
                 await conn.execute(_UPSERT_USER, username, display, role, pw_hash)
+            )
+        # Every demo responder logs in on the phone page as their id with one demo password;
+        # one scrypt hash serves them all (a demo convenience, never for real accounts).
+        missing = [r for r in city.responders if r.responder_id not in existing]
+        if missing:
+            shared = hash_password(DEMO_RESPONDER_PASSWORD)
+            written["responder_accounts"] = _rows_written(
+                await conn.execute(
+                    """INSERT INTO users (username, display_name, role, password_hash, responder_id)
+                       SELECT id, name, 'responder', $3, id FROM unnest($1::text[], $2::text[]) AS t(id, name)
+                       ON CONFLICT (username) DO NOTHING""",
+                    [r.responder_id for r in missing],
+                    [r.name for r in missing],
+                    shared,
+                )
             )
     return written
 

@@ -77,6 +77,10 @@ class Settings:
     nearest_radius_m: int = field(
         default=20_000, metadata={"env": "NEAREST_RADIUS_M", "doc": "Search radius for nearest responders"}
     )
+    plans_path: str = field(
+        default="",
+        metadata={"env": "PLANS_PATH", "doc": "Response plans file (default: dispatcher/plans.yaml)"},
+    )
     session_ttl_s: int = field(
         default=8 * 3600, metadata={"env": "SESSION_TTL_S", "doc": "Operator session lifetime (idle)"}
     )

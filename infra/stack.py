@@ -116,6 +116,7 @@ class Supervisor:
         self.settings = settings
         self.workers = workers
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.specs: dict[str, tuple[str, dict[str, str]]] = {}  # name -> module, env (for restarts)
         self.logs = Path(settings.state_dir) / "logs"
 
     def spawn(self, name: str, module: str, env: dict[str, str]) -> None:
@@ -130,7 +131,20 @@ class Supervisor:
             start_new_session=True,
         )
         log.close()
+        self.procs = [(n, p) for n, p in self.procs if n != name]
         self.procs.append((name, proc))
+        self.specs[name] = (module, env)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one service (fault drills): no graceful shutdown, no last commit."""
+        for n, proc in self.procs:
+            if n == name and proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+    def restart(self, name: str) -> None:
+        module, env = self.specs[name]
+        self.spawn(name, module, env)
 
     def start(self) -> None:
         s = self.settings

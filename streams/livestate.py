@@ -62,6 +62,23 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+# KEYS[1] responder hash. ARGV: responder_id, status ('busy' | 'available').
+_SET_STATUS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+redis.call('HSET', KEYS[1], 'status', ARGV[2])
+local kind = redis.call('HGET', KEYS[1], 'kind')
+local duty = redis.call('HGET', KEYS[1], 'on_duty')
+local lon = redis.call('HGET', KEYS[1], 'lon')
+local lat = redis.call('HGET', KEYS[1], 'lat')
+if ARGV[2] == 'available' and duty == '1' and lon and lat then
+  redis.call('GEOADD', 'GEOKEY:' .. kind, lon, lat, ARGV[1])
+else
+  redis.call('ZREM', 'GEOKEY:' .. kind, ARGV[1])
+end
+return 1
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Nearby:
     responder_id: str
@@ -80,6 +97,7 @@ class LiveState:
         script = _APPLY_ROSTER.replace("'GEOKEY:'", repr(geo_prefix))
         script = script.replace("'GRIDKEY:'", repr(topics.GRID_WORKERS_KEY))
         self._roster = redis.register_script(script)
+        self._status = redis.register_script(_SET_STATUS.replace("'GEOKEY:'", repr(geo_prefix)))
 
     async def apply_roster(self, responder_id: str, fields: Mapping[str, Any]) -> None:
         """Roster fields from the registry: name, kind, org, skills, on_duty, grid_id."""
@@ -105,6 +123,13 @@ class LiveState:
             "" if accuracy_m is None else repr(accuracy_m),
         ]
         return int(await self._position(keys=keys, args=args))
+
+    async def set_status(self, responder_id: str, status: str) -> bool:
+        """Busy responders leave their kind's GEO set (nobody else is offered them); False if unknown."""
+        return (
+            int(await self._status(keys=[topics.responder_key(responder_id)], args=[responder_id, status]))
+            == 1
+        )
 
     async def responder(self, responder_id: str) -> dict[str, str]:
         raw = await self._r.hgetall(topics.responder_key(responder_id))

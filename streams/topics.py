@@ -15,7 +15,8 @@ POSITIONS_RAW: Final = "positions.raw"  # intake -> position tracker (key: respo
 RESPONDERS_CHANGES: Final = "responders.changes"  # registry -> roster tracker (key: responder_id)
 INCIDENTS_LOCATED: Final = "incidents.located"  # normalise -> enrich (key: incident_id)
 INCIDENTS_ENRICHED: Final = "incidents.enriched"  # enrich -> dispatcher (key: incident_id)
-INCIDENTS_EVENTS: Final = "incidents.events"  # dispatcher -> consoles (key: incident_id)
+INCIDENTS_EVENTS: Final = "incidents.events"  # dispatcher -> consoles and phones (key: incident_id)
+INCIDENTS_COMMANDS: Final = "incidents.commands"  # consoles, phones, timers -> dispatcher (key: incident_id)
 DEADLETTER: Final = "deadletter"  # any agent -> ops (key: original key)
 
 PIPELINE_TOPICS: Final = (
@@ -25,6 +26,7 @@ PIPELINE_TOPICS: Final = (
     INCIDENTS_LOCATED,
     INCIDENTS_ENRICHED,
     INCIDENTS_EVENTS,
+    INCIDENTS_COMMANDS,
     DEADLETTER,
 )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -9,6 +10,7 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
+from dispatcher.plan import load_plans
 from dispatcher.service import IncidentService
 from dispatcher.store import init_connection
 from streams.records import EnrichedIncident
@@ -38,7 +40,12 @@ def enriched(tracking_no: str) -> EnrichedIncident:
             "occurred_at": now,
             "received_at": now,
             "due_at": now,
-            "location": {"lon": 106.53, "lat": 29.63, "grid_id": None, "out_of_area": True},
+            # far apart, so the duplicate check never merges them
+            "location": {
+                "lon": 100 + random.random() * 10,
+                "lat": 20 + random.random() * 10,
+                "out_of_area": True,
+            },
             "nearest": {"police": [], "grid_worker": [], "volunteer": []},
             "enriched_at": now,
             "enrichment_id": f"INC-{tracking_no}:enriched",
@@ -59,29 +66,29 @@ async def snapshot(pool: asyncpg.Pool, incident_id: str) -> tuple[object, ...]:
 async def test_a_replayed_enrichment_changes_nothing_and_republishes_the_same_events(
     pool: asyncpg.Pool,
 ) -> None:
-    service = IncidentService(pool)
+    service = IncidentService(pool, load_plans())
     rec = enriched(f"A-{uuid.uuid4().hex[:8]}")
-    first = await service.file(rec)
+    first = (await service.file(rec)).messages
     assert [m["type"] for m in first] == ["incident.file"] and first[0]["version"] == 1
     assert first[0]["incident"]["status"] == "new"
     before = await snapshot(pool, rec.incident_id)
-    replay = await service.file(rec)
+    replay = (await service.file(rec)).messages
     assert await snapshot(pool, rec.incident_id) == before
     assert [(m["event_id"], m["version"]) for m in replay] == [(m["event_id"], m["version"]) for m in first]
 
 
 async def test_a_second_enrichment_of_a_filed_incident_files_nothing(pool: asyncpg.Pool) -> None:
-    service = IncidentService(pool)
+    service = IncidentService(pool, load_plans())
     rec = enriched(f"A-{uuid.uuid4().hex[:8]}")
     await service.file(rec)
     before = await snapshot(pool, rec.incident_id)
     other = rec.model_copy(update={"enrichment_id": f"{rec.incident_id}:re-enriched"})
-    assert await service.file(other) == []
+    assert (await service.file(other)).messages == []
     assert await snapshot(pool, rec.incident_id) == before
 
 
 async def test_the_timeline_is_append_only(pool: asyncpg.Pool) -> None:
-    service = IncidentService(pool)
+    service = IncidentService(pool, load_plans())
     rec = enriched(f"A-{uuid.uuid4().hex[:8]}")
     await service.file(rec)
     await pool.execute("UPDATE incident_events SET actor = 'mallory' WHERE incident_id = $1", rec.incident_id)

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -43,16 +45,41 @@ def stack_settings(broker: str) -> Settings:
         faust_app_id=f"centre-e2e-{os.getpid()}",
         state_dir=f"{Settings().state_dir}/e2e",
         topic_partitions=4,
+        plans_path=str(E2E_PLANS),
     )
+
+
+# Short offer timeouts so expiry and re-offer happen within a test; the shipped plans.yaml is
+# loaded and checked by tests/dispatcher/test_plan.py.
+E2E_PLANS = Path(Settings().state_dir) / "e2e-plans.yaml"
+E2E_PLANS_TEXT = """
+defaults:
+  roles: [{kind: grid_worker, count: 1}]
+  accept_timeout_s: 3
+  warning_ratio: 0.8
+  limits: {dispatch: 1h, accept: 1h, arrive: 1h, resolve: 1h, verify: 1h}
+plans:
+  smoke_fire:
+    roles: [{kind: police, count: 1}, {kind: grid_worker, count: 1}, {kind: volunteer, count: 2}]
+  cooking_fumes:
+    roles: [{kind: grid_worker, count: 1}]
+    accept_timeout_s: 1h
+"""
+
+
+SUPERVISOR: list[Supervisor] = []  # the running stack's, for tests that restart a service
 
 
 @pytest.fixture(scope="session")
 def stack(stack_settings: Settings) -> Iterator[Settings]:
     s = stack_settings
+    E2E_PLANS.parent.mkdir(parents=True, exist_ok=True)
+    E2E_PLANS.write_text(E2E_PLANS_TEXT, encoding="utf-8")
     asyncio.run(_reset(s))
     asyncio.run(create_topics(s))
     asyncio.run(seed_all(s))
     sup = Supervisor(s, workers=1)
+    SUPERVISOR.append(sup)
     sup.start()
     try:
         sup.wait_healthy(90)
@@ -88,9 +115,17 @@ async def _warm_up(s: Settings, timeout: float = 90.0) -> None:
     raise RuntimeError("pipeline did not come up")
 
 
+def _spot() -> tuple[float, float]:
+    """A random point well inside the demo city: tests' reports are not duplicates of each other
+    (the dispatcher merges same-family reports within 300 m and an hour)."""
+    return 106.505 + random.random() * 0.07, 29.605 + random.random() * 0.05
+
+
 def app_report(
-    report_id: str, lon: float = 106.5302, lat: float = 29.6290, category: str = "garbage_overflow"
+    report_id: str, lon: float | None = None, lat: float | None = None, category: str = "garbage_overflow"
 ) -> dict[str, Any]:
+    if lon is None or lat is None:
+        lon, lat = _spot()
     return {
         "report_id": report_id,
         "reporter_id": "resident-1029",
@@ -103,7 +138,9 @@ def app_report(
     }
 
 
-def hotline_ticket(ticket_no: str, lon: float = 106.5321, lat: float = 29.6312) -> dict[str, Any]:
+def hotline_ticket(ticket_no: str, lon: float | None = None, lat: float | None = None) -> dict[str, Any]:
+    if lon is None or lat is None:
+        lon, lat = _spot()
     return {
         "ticket_no": ticket_no,
         "received_at": "2026-11-22T09:31:00+08:00",
@@ -119,8 +156,10 @@ def hotline_ticket(ticket_no: str, lon: float = 106.5321, lat: float = 29.6312) 
 
 
 def camera_alarm(
-    alarm_id: str, camera_id: str = "50010800001320000042", alarm_type: str = "smoke_fire"
+    alarm_id: str, camera_id: str | None = None, alarm_type: str = "smoke_fire"
 ) -> dict[str, Any]:
+    if camera_id is None:
+        camera_id = f"50010800001320{random.randint(1, 600):06d}"  # one of the demo city's cameras
     return {
         "alarm_id": alarm_id,
         "camera_id": camera_id,

@@ -462,7 +462,7 @@ async def test_registry_changes_flow_into_enrichment(
     r = await http.post(
         "/api/v1/intake/app-reports",
         headers={"X-Api-Key": KEYS["app"]},
-        json=app_report(uid("SSP"), lon=lon, lat=lat),
+        json=app_report(uid("SSP"), lon=lon, lat=lat, category="road_damage"),
     )
     incident = await console.wait_incident(incident_id(r.json()["tracking_no"]))
     assert rid not in [v["responder_id"] for v in incident["recommended"]["nearest"]["volunteer"]]

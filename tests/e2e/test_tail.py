@@ -41,7 +41,7 @@ async def test_tail_shows_every_topic_of_the_pipeline(
         "/api/v1/intake/app-reports", headers={"X-Api-Key": KEYS["app"]}, json=app_report(f"SSP-{tag}")
     )
     iid = incident_id(r.json()["tracking_no"])
-    await console.wait_incident(iid)
+    grid = (await console.wait_incident(iid))["location"]["grid_id"]
 
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -86,7 +86,7 @@ async def test_tail_shows_every_topic_of_the_pipeline(
         "--category",
         "garbage_overflow",
         "--grid",
-        "G138",
+        grid,
         "--timeout",
         "2",
         "--bootstrap",
@@ -98,5 +98,5 @@ async def test_tail_shows_every_topic_of_the_pipeline(
     filtered = [orjson.loads(line) for line in out.splitlines() if line.strip()]
     assert iid in {f["key"] for f in filtered}
     assert all(
-        f["value"]["source"] == "app" and f["value"]["location"]["grid_id"] == "G138" for f in filtered
+        f["value"]["source"] == "app" and f["value"]["location"]["grid_id"] == grid for f in filtered
     )

@@ -1,0 +1,48 @@
+"""The wire form of case commands on `incidents.commands` (JSON), both ways."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from dispatcher.case import CaseCommand
+
+
+def command_json(cmd: CaseCommand) -> dict[str, Any]:
+    return {
+        "command_id": cmd.command_id,
+        "incident_id": cmd.incident_id,
+        "action": cmd.action,
+        "actor": cmd.actor,
+        "at": cmd.at.isoformat(),
+        "reason": cmd.reason,
+        "data": cmd.data,
+    }
+
+
+def parse_command(raw: bytes | None) -> CaseCommand:
+    """ValueError names what is wrong (the record is dead-lettered with it)."""
+    try:
+        d = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"value is not JSON: {exc}") from None
+    if not isinstance(d, dict):
+        raise ValueError("command must be a JSON object")
+    for name in ("command_id", "incident_id", "action", "actor", "at"):
+        if not isinstance(d.get(name), str) or not d[name]:
+            raise ValueError(f"{name}: missing or not a string")
+    try:
+        at = datetime.fromisoformat(d["at"])
+    except ValueError:
+        raise ValueError(f"at: not an ISO time: {d['at']!r}") from None
+    if at.tzinfo is None:
+        raise ValueError("at: needs a UTC offset")
+    data = d.get("data") or {}
+    if not isinstance(data, dict):
+        raise ValueError("data: must be an object")
+    reason = d.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise ValueError("reason: must be a string")
+    return CaseCommand(d["action"], d["incident_id"], d["command_id"], d["actor"], at, reason, data)

@@ -1,0 +1,62 @@
+"""Adapter: the available responders near an incident, from live state in Redis, as the pure
+recommendation wants them (on duty, not busy, located; skills, organisation, ETA)."""
+
+from __future__ import annotations
+
+from dispatcher.recommend import Available
+from dispatcher.responder import KINDS, eta_seconds
+from streams.livestate import LiveState
+
+_FIELDS = ("name", "org", "grid_id", "skills")
+
+
+async def available_near(
+    live: LiveState, lon: float, lat: float, grid_id: str | None, radius_m: float, per_kind: int
+) -> list[Available]:
+    """The `per_kind` nearest available responders of each kind, nearest first."""
+    out: list[Available] = []
+    for kind in KINDS:
+        near = await live.nearest(kind, lon, lat, radius_m, per_kind)
+        rows = await live.responders([n.responder_id for n in near], _FIELDS)
+        for n, (name, org, grid, skills) in zip(near, rows, strict=True):
+            out.append(
+                Available(
+                    responder_id=n.responder_id,
+                    name=name or n.responder_id,
+                    kind=kind,
+                    org=org or "",
+                    skills=frozenset(s for s in (skills or "").split(",") if s),
+                    distance_m=round(n.distance_m, 1),
+                    eta_s=eta_seconds(kind, n.distance_m),
+                    own_grid=kind == "grid_worker" and bool(grid_id) and grid == grid_id,
+                )
+            )
+    return out
+
+
+async def own_grid_workers(live: LiveState, lon: float, lat: float, grid_id: str | None) -> list[Available]:
+    """The incident grid's own grid workers who are available now (for verification)."""
+    if not grid_id:
+        return []
+    ids = await live.grid_workers(grid_id)
+    rows = await live.responders(ids, ("name", "org", "skills", "on_duty", "status", "lon", "lat"))
+    out = []
+    from dispatcher.geo import haversine_m
+
+    for rid, (name, org, skills, on_duty, status, r_lon, r_lat) in zip(ids, rows, strict=True):
+        if on_duty != "1" or status != "available" or r_lon is None or r_lat is None:
+            continue
+        d = haversine_m(lon, lat, float(r_lon), float(r_lat))
+        out.append(
+            Available(
+                rid,
+                name or rid,
+                "grid_worker",
+                org or "",
+                frozenset((skills or "").split(",")) - {""},
+                round(d, 1),
+                eta_seconds("grid_worker", d),
+                True,
+            )
+        )
+    return out

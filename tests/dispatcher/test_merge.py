@@ -1,0 +1,288 @@
+"""Merging duplicates across channels: each rule, the ranking, the bounding box, and properties."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from dispatcher.category import CATEGORIES
+from dispatcher.geo import EARTH_RADIUS_M, haversine_m
+from dispatcher.lifecycle import IncidentState
+from dispatcher.merge import (
+    FAMILY_LABELS,
+    NOT_OPEN,
+    Match,
+    Sighting,
+    bbox_for,
+    family_of,
+    find_duplicate,
+    is_open,
+)
+
+T0 = datetime(2026, 11, 22, 1, 30, tzinfo=UTC)
+LON, LAT = 106.5321, 29.6312
+M_PER_DEG_LAT = EARTH_RADIUS_M * math.pi / 180
+MIN = timedelta(minutes=1)
+
+
+def north(metres: float) -> float:
+    """Latitude `metres` north of LAT."""
+    return LAT + metres / M_PER_DEG_LAT
+
+
+def sighting(
+    incident_id: str = "INC-NEW",
+    *,
+    source: str = "camera",
+    category: str = "smoke_fire",
+    metres_north: float = 0.0,
+    minutes: float = 0.0,
+    status: str = "new",
+) -> Sighting:
+    return Sighting(
+        incident_id, source, category, LON, north(metres_north), T0 + timedelta(minutes=minutes), status
+    )
+
+
+NEW = sighting("INC-NEW", source="hotline", category="gas_leak")  # a caller smells gas: family "fire"
+
+
+# --- the rules, one by one -----------------------------------------------------------------
+
+
+def test_cross_channel_same_family_nearby_merges() -> None:
+    camera = sighting("INC-CAM", source="camera", category="smoke_fire", metres_north=120, minutes=-8)
+    m = find_duplicate(NEW, [camera])
+    assert m is not None
+    assert m.incident_id == "INC-CAM"
+    assert m.distance_m == pytest.approx(120, abs=0.01)
+    assert m.minutes_apart == pytest.approx(8)
+    assert m.reason == "同类事件（火情），相距120米，时间相差8分钟"
+
+
+def test_different_family_never_merges() -> None:
+    fight = sighting("INC-FIGHT", category="fight", metres_north=10)
+    assert find_duplicate(NEW, [fight]) is None
+
+
+def test_family_other_never_merges() -> None:
+    a = sighting("INC-A", category="other")
+    b = sighting("INC-B", category="other", metres_north=5, minutes=1)
+    assert find_duplicate(a, [b]) is None
+    assert find_duplicate(b, [a]) is None
+
+
+def test_unknown_category_never_merges() -> None:
+    odd = sighting("INC-ODD", category="ufo_landing")
+    assert family_of("ufo_landing") is None
+    assert find_duplicate(odd, [sighting("INC-X", category="ufo_landing")]) is None
+    assert find_duplicate(sighting("INC-Y"), [odd]) is None
+
+
+def test_radius_is_inclusive_and_bounded() -> None:
+    inside = sighting("INC-IN", metres_north=299.9)
+    outside = sighting("INC-OUT", metres_north=300.5)
+    assert find_duplicate(NEW, [outside]) is None
+    m = find_duplicate(NEW, [inside, outside])
+    assert m is not None and m.incident_id == "INC-IN"
+    assert find_duplicate(NEW, [outside], radius_m=500) is not None
+    assert find_duplicate(NEW, [inside], radius_m=100) is None
+
+
+@pytest.mark.parametrize("sign", [1, -1], ids=["later", "earlier"])
+def test_time_window_is_symmetric(sign: int) -> None:
+    at_edge = sighting("INC-EDGE", minutes=sign * 60)
+    beyond = sighting("INC-BEYOND", minutes=sign * 61)
+    m = find_duplicate(NEW, [at_edge])
+    assert m is not None and m.minutes_apart == pytest.approx(60)
+    assert find_duplicate(NEW, [beyond]) is None
+    assert find_duplicate(NEW, [beyond], window=timedelta(minutes=90)) is not None
+    # Either of the two may be the newcomer.
+    assert find_duplicate(replace(at_edge, status="new"), [NEW]) is not None
+
+
+@pytest.mark.parametrize("state", list(IncidentState))
+def test_only_open_incidents_absorb_reports(state: IncidentState) -> None:
+    old = sighting("INC-OLD", metres_north=50, minutes=-5, status=state.value)
+    m = find_duplicate(NEW, [old])
+    closed = state in (IncidentState.CLOSED, IncidentState.CANCELLED, IncidentState.MERGED)
+    assert (m is None) == closed
+    assert is_open(state.value) == (not closed) == is_open(state)
+    assert NOT_OPEN == {"closed", "cancelled", "merged"}
+
+
+def test_never_merges_with_itself() -> None:
+    assert find_duplicate(NEW, [NEW]) is None
+    twin = replace(NEW, source="app")  # same incident id, seen again (a replay)
+    assert find_duplicate(NEW, [twin]) is None
+
+
+def test_nothing_to_compare() -> None:
+    assert find_duplicate(NEW, []) is None
+
+
+# --- ranking ---------------------------------------------------------------------------------
+
+
+def test_closest_in_combined_score_wins() -> None:
+    near_but_old = sighting("INC-A", metres_north=30, minutes=-50)  # 0.1 + 0.833
+    farther_but_fresh = sighting("INC-B", metres_north=150, minutes=-3)  # 0.5 + 0.05
+    m = find_duplicate(NEW, [near_but_old, farther_but_fresh])
+    assert m is not None and m.incident_id == "INC-B"
+    assert m.score == pytest.approx(0.5 + 0.05, abs=1e-3)
+    # A longer window makes time count for less, which changes the answer.
+    m3 = find_duplicate(NEW, [near_but_old, farther_but_fresh], window=timedelta(days=3))
+    assert m3 is not None and m3.incident_id == "INC-A"
+
+
+def test_ties_go_to_earliest_then_smallest_id() -> None:
+    # Same place; 10 minutes before and 10 minutes after the newcomer: equal scores.
+    before = sighting("INC-Z", metres_north=0, minutes=-10)
+    after = sighting("INC-A", metres_north=0, minutes=10)
+    for order in ([before, after], [after, before]):
+        m = find_duplicate(NEW, order)
+        assert m is not None and m.incident_id == "INC-Z"
+    twin_a = sighting("INC-A", metres_north=0, minutes=-10)
+    twin_b = sighting("INC-B", metres_north=0, minutes=-10)
+    for order in ([twin_a, twin_b], [twin_b, twin_a]):
+        m = find_duplicate(NEW, order)
+        assert m is not None and m.incident_id == "INC-A"
+
+
+def test_reason_wording_for_very_close_reports() -> None:
+    m = find_duplicate(NEW, [sighting("INC-SAME", minutes=0.2)])
+    assert m is not None and m.reason == "同类事件（火情），相距0米，时间相差不到1分钟"
+
+
+def test_every_family_has_a_chinese_label() -> None:
+    assert {c.family for c in CATEGORIES.values()} <= set(FAMILY_LABELS)
+
+
+def test_bad_parameters() -> None:
+    with pytest.raises(ValueError, match="radius"):
+        find_duplicate(NEW, [], radius_m=0)
+    with pytest.raises(ValueError, match="window"):
+        find_duplicate(NEW, [], window=timedelta(0))
+
+
+# --- bounding box ------------------------------------------------------------------------
+
+
+def test_bbox_around_chongqing() -> None:
+    min_lon, min_lat, max_lon, max_lat = bbox_for(LON, LAT, 300)
+    assert min_lon < LON < max_lon and min_lat < LAT < max_lat
+    # About 300 m each way: 0.0027 degrees of latitude, a little more of longitude at 29.6°N.
+    assert (max_lat - LAT) * M_PER_DEG_LAT == pytest.approx(300, rel=1e-6)
+    assert haversine_m(LON, LAT, max_lon, LAT) == pytest.approx(300, rel=1e-3)
+    assert haversine_m(LON, LAT, max_lon, LAT) >= 300  # the box reaches the circle's widest point
+
+
+def test_bbox_near_pole_and_antimeridian_widens() -> None:
+    assert bbox_for(10.0, 89.999, 1000)[0::2] == (-180.0, 180.0)
+    assert bbox_for(10.0, 89.999, 1000)[3] == 90.0
+    assert bbox_for(179.9999, 0.0, 1000)[0::2] == (-180.0, 180.0)
+    assert bbox_for(-179.9999, 0.0, 1000)[0::2] == (-180.0, 180.0)
+    with pytest.raises(ValueError):
+        bbox_for(LON, LAT, -1)
+
+
+def destination(lon: float, lat: float, bearing_deg: float, metres: float) -> tuple[float, float]:
+    """The point `metres` from (lon, lat) along `bearing_deg`, on the same sphere as haversine_m."""
+    d = metres / EARTH_RADIUS_M
+    phi, lam, theta = math.radians(lat), math.radians(lon), math.radians(bearing_deg)
+    phi2 = math.asin(math.sin(phi) * math.cos(d) + math.cos(phi) * math.sin(d) * math.cos(theta))
+    lam2 = lam + math.atan2(
+        math.sin(theta) * math.sin(d) * math.cos(phi), math.cos(d) - math.sin(phi) * math.sin(phi2)
+    )
+    lon2 = (math.degrees(lam2) + 540) % 360 - 180
+    return lon2, math.degrees(phi2)
+
+
+@given(
+    st.floats(-179.9, 179.9),
+    st.floats(-85, 85),
+    st.floats(0, 360),
+    st.floats(1, 5000),
+    st.floats(0, 1),
+)
+def test_bbox_contains_every_point_within_radius(
+    lon: float, lat: float, bearing: float, radius: float, frac: float
+) -> None:
+    lon2, lat2 = destination(lon, lat, bearing, radius * frac)
+    assume(haversine_m(lon, lat, lon2, lat2) <= radius)
+    min_lon, min_lat, max_lon, max_lat = bbox_for(lon, lat, radius)
+    assert min_lat <= lat2 <= max_lat
+    assert min_lon <= lon2 <= max_lon
+
+
+# --- properties --------------------------------------------------------------------------
+
+categories = st.sampled_from(sorted(CATEGORIES))
+statuses = st.sampled_from([s.value for s in IncidentState])
+
+
+@st.composite
+def sightings(draw: st.DrawFn, ids: st.SearchStrategy[str]) -> Sighting:
+    return Sighting(
+        incident_id=draw(ids),
+        source=draw(st.sampled_from(["camera", "hotline", "app"])),
+        category=draw(categories),
+        lon=LON + draw(st.floats(-0.006, 0.006)),
+        lat=LAT + draw(st.floats(-0.006, 0.006)),
+        occurred_at=T0 + timedelta(minutes=draw(st.floats(-120, 120))),
+        status=draw(statuses),
+    )
+
+
+def satisfies_rules(new: Sighting, old: Sighting, radius_m: float, window: timedelta) -> bool:
+    fam = family_of(new.category)
+    return (
+        old.incident_id != new.incident_id
+        and old.status not in ("closed", "cancelled", "merged")
+        and fam is not None
+        and fam != "other"
+        and family_of(old.category) == fam
+        and haversine_m(new.lon, new.lat, old.lon, old.lat) <= radius_m
+        and abs(new.occurred_at - old.occurred_at) <= window
+    )
+
+
+def score(new: Sighting, old: Sighting, radius_m: float, window: timedelta) -> float:
+    d = haversine_m(new.lon, new.lat, old.lon, old.lat)
+    return d / radius_m + abs(new.occurred_at - old.occurred_at) / window
+
+
+candidate_ids = st.sampled_from([f"INC-{i}" for i in range(8)])
+
+
+@given(
+    sightings(candidate_ids),
+    st.lists(sightings(candidate_ids), max_size=12),
+    st.floats(50, 1000),
+    st.integers(5, 180).map(lambda m: timedelta(minutes=m)),
+)
+def test_match_iff_some_candidate_qualifies_and_it_is_the_best(
+    new: Sighting, pool: list[Sighting], radius_m: float, window: timedelta
+) -> None:
+    m = find_duplicate(new, pool, radius_m=radius_m, window=window)
+    qualifying = [o for o in pool if satisfies_rules(new, o, radius_m, window)]
+    assert (m is None) == (not qualifying)
+    if m is None:
+        return
+    assert isinstance(m, Match)
+    chosen = [o for o in qualifying if o.incident_id == m.incident_id]
+    assert chosen, "the match must satisfy every rule"
+    target = chosen[0]
+    assert m.distance_m <= radius_m and m.minutes_apart <= window.total_seconds() / 60
+    best = min(score(new, o, radius_m, window) for o in qualifying)
+    assert m.score == pytest.approx(best)
+    assert m.score == min(score(new, o, radius_m, window) for o in chosen)
+    assert target.incident_id != new.incident_id and is_open(target.status)
+    # The answer does not depend on the order of the candidates.
+    again = find_duplicate(new, list(reversed(pool)), radius_m=radius_m, window=window)
+    assert again is not None and again.incident_id == m.incident_id
