@@ -31,7 +31,15 @@ from dispatcher.clock import (
     timers_for,
 )
 from dispatcher.clock import status as clock_status
-from dispatcher.lifecycle import Action, Command, IllegalTransition, Incident, IncidentState, transition
+from dispatcher.lifecycle import (
+    Action,
+    Command,
+    Event,
+    IllegalTransition,
+    Incident,
+    IncidentState,
+    transition,
+)
 from dispatcher.plan import Plan
 from dispatcher.plan import Step as PlanStep
 from dispatcher.recommend import Available, Pick, next_best, recommend
@@ -111,20 +119,8 @@ class Context:
     grid_workers: Sequence[Available] = ()  # the incident grid's own grid workers, if available
 
 
-@dataclass(frozen=True, slots=True)
-class CaseEvent:
-    """One line of the timeline (incident.*, task.*, escalation)."""
-
-    event_id: str
-    incident_id: str
-    version: int
-    type: str
-    actor: str
-    at: datetime
-    state: IncidentState
-    public: bool
-    reason: str | None
-    data: dict[str, Any]
+# One line of the timeline (incident.*, task.*, escalation): the same shape as a lifecycle event.
+CaseEvent = Event
 
 
 # --- effects ------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from dispatcher.case import (
 )
 from dispatcher.clock import Clock
 from dispatcher.lifecycle import Incident, IncidentState
+from dispatcher.store import append_events
 from dispatcher.task import STATE_LABELS as TASK_LABELS
 from dispatcher.task import Task, TaskKind, TaskState
 
@@ -117,23 +118,7 @@ async def save_outcome(conn: asyncpg.Connection, outcome: Outcome) -> list[Effec
             if expr not in sets:
                 sets.append(expr)
     await conn.execute(f"UPDATE incidents SET {', '.join(sets)} WHERE incident_id = $1", *args)
-    await conn.executemany(
-        """INSERT INTO incident_events (event_id, incident_id, version, type, actor, at, public, data)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
-        [
-            (
-                e.event_id,
-                e.incident_id,
-                e.version,
-                e.type,
-                e.actor,
-                e.at,
-                e.public,
-                {"state": e.state.value, "reason": e.reason, **e.data},
-            )
-            for e in outcome.events
-        ],
-    )
+    await append_events(conn, outcome.events)
     return await save_effects(conn, case, outcome.effects, last, outcome.events[-1].event_id)
 
 

@@ -6,7 +6,6 @@ typical urban speed: a patrol car, a grid worker's e-bike, a volunteer on foot.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final, Literal
 
 ResponderKind = Literal["police", "grid_worker", "volunteer"]
@@ -27,27 +26,3 @@ STATUSES: Final = ("available", "busy", "off_duty")
 def eta_seconds(kind: str, distance_m: float) -> int:
     """Seconds to reach a point `distance_m` away in a straight line."""
     return round(distance_m * DETOUR_FACTOR / SPEED_M_PER_S[kind])
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A responder recommended for an incident, with why it was picked."""
-
-    responder_id: str
-    name: str
-    kind: str
-    org: str
-    distance_m: float
-    eta_s: int
-    own_grid: bool  # the grid worker responsible for the incident's grid
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "responder_id": self.responder_id,
-            "name": self.name,
-            "kind": self.kind,
-            "org": self.org,
-            "distance_m": round(self.distance_m, 1),
-            "eta_s": self.eta_s,
-            "own_grid": self.own_grid,
-        }

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dispatcher.responder import DETOUR_FACTOR, KIND_LABELS, KINDS, SPEED_M_PER_S, Candidate, eta_seconds
+from dispatcher.responder import DETOUR_FACTOR, KIND_LABELS, KINDS, SPEED_M_PER_S, eta_seconds
 
 
 def test_known_etas() -> None:
@@ -47,11 +47,3 @@ def test_unknown_kind_raises() -> None:
 
 def test_kinds_are_labelled_and_have_speeds() -> None:
     assert set(KINDS) == set(KIND_LABELS) == set(SPEED_M_PER_S)
-
-
-def test_candidate_to_dict_rounds_distance() -> None:
-    c = Candidate("P-0001", "张警官", "police", "派出所", 123.456, 19, False)
-    assert c.to_dict() == {
-        "responder_id": "P-0001", "name": "张警官", "kind": "police", "org": "派出所",
-        "distance_m": 123.5, "eta_s": 19, "own_grid": False,
-    }  # fmt: skip
