@@ -78,6 +78,9 @@ class Board:
     def open_incidents(self) -> list[dict[str, Any]]:
         return list(self._open.values())
 
+    def incident(self, incident_id: str) -> dict[str, Any] | None:
+        return self._open.get(incident_id)
+
     def task_owner(self, task_id: str) -> tuple[str, str] | None:
         """(incident id, responder id) of a task on an open incident."""
         for view in self._open.values():

@@ -34,6 +34,7 @@ CLOSE_TOO_SLOW = 4408
 PENDING_LIMIT = 10_000
 
 SendCommand = Callable[[dict[str, Any]], Awaitable[None]]
+Recommender = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 # Operator commands and the fields each must carry (besides incident_id).
 OPERATOR_COMMANDS: Final = {"dispatch", "remove", "resolve", "verify", "cancel", "merge"}
@@ -87,10 +88,17 @@ def responder_task(task: dict[str, Any], incident: dict[str, Any]) -> dict[str, 
 class LiveHub:
     """Owns the board and every connection. `publish` is called for each Kafka event."""
 
-    def __init__(self, board: Board, sessions: Sessions, send_command: SendCommand | None = None) -> None:
+    def __init__(
+        self,
+        board: Board,
+        sessions: Sessions,
+        send_command: SendCommand | None = None,
+        recommender: Recommender | None = None,
+    ) -> None:
         self.board = board
         self._sessions = sessions
         self._send_command = send_command
+        self._recommender = recommender
         self._clients: set[Client] = set()  # consoles
         self._responders: dict[str, set[Client]] = {}  # responder id -> their phones
         self._pending: OrderedDict[str, tuple[Client, Any]] = OrderedDict()  # command id -> who asked
@@ -270,6 +278,8 @@ class LiveHub:
             client.offer(ack_frame(cid))
             for frame in self._start_frames(since):
                 client.offer(frame)
+        elif kind == "recommend" and not is_responder:
+            await self._recommend(client, msg)
         elif kind in OPERATOR_COMMANDS:
             await self._operator_command(client, msg)
         elif kind == "task":
@@ -294,6 +304,27 @@ class LiveHub:
                     return
                 data[name] = msg[name]
         await self._enqueue(client, msg, incident_id, msg["type"], data)
+
+    async def _recommend(self, client: Client, msg: dict[str, Any]) -> None:
+        """The plan filled from live state now: it follows positions and statuses (read-only)."""
+        cid = msg.get("id")
+        incident_id = msg.get("incident_id")
+        view = self.board.incident(incident_id) if isinstance(incident_id, str) else None
+        if view is None:
+            client.offer(error_frame("invalid", "incident_id: not an open incident", cid))
+            return
+        if self._recommender is None:
+            client.offer(error_frame("unavailable", "recommendations are not served here", cid))
+            return
+        try:
+            rec = await self._recommender(view)
+        except Exception as exc:
+            log.warning("recommendation for %s failed: %r", view["incident_id"], exc)
+            client.offer(error_frame("unavailable", "live state unavailable, retry", cid))
+            return
+        client.offer(
+            orjson.dumps({"type": "recommendation", "id": cid, "incident_id": view["incident_id"], **rec})
+        )
 
     async def _task_command(self, client: Client, msg: dict[str, Any]) -> None:
         cid = msg.get("id")

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -27,6 +28,8 @@ from console.intake import IntakeService
 from console.live import MAX_FRAME, LiveHub
 from console.registry import RegistryService
 from dispatcher import store
+from dispatcher.live import live_recommendation
+from dispatcher.plan import load_plans
 from infra.db import ensure_database, migrate
 from infra.settings import Settings
 from streams import topics
@@ -116,7 +119,13 @@ async def amain(settings: Settings) -> None:
             topics.INCIDENTS_COMMANDS, key=command["incident_id"].encode(), value=orjson.dumps(command)
         )
 
-    hub = LiveHub(board, sessions, send_command)
+    plans = load_plans(Path(settings.plans_path) if settings.plans_path else None)
+    live = LiveState(redis)
+
+    async def recommender(view: dict[str, Any]) -> dict[str, Any]:
+        return await live_recommendation(live, plans, view, settings.nearest_radius_m)
+
+    hub = LiveHub(board, sessions, send_command, recommender)
     intake = IntakeService(pool, producer)
     services = ConsoleServices(
         settings=settings,
@@ -124,7 +133,7 @@ async def amain(settings: Settings) -> None:
         api_keys=ApiKeys(pool),
         sessions=sessions,
         intake=intake,
-        registry=RegistryService(pool, producer, LiveState(redis)),
+        registry=RegistryService(pool, producer, live),
         send_command=send_command,
     )
     http = _Server(

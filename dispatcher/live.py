@@ -3,7 +3,11 @@ recommendation wants them (on duty, not busy, located; skills, organisation, ETA
 
 from __future__ import annotations
 
-from dispatcher.recommend import Available
+from typing import Any
+
+from dispatcher.geo import haversine_m
+from dispatcher.plan import PlanBook
+from dispatcher.recommend import Available, recommend
 from dispatcher.responder import KINDS, eta_seconds
 from streams.livestate import LiveState
 
@@ -41,8 +45,6 @@ async def own_grid_workers(live: LiveState, lon: float, lat: float, grid_id: str
     ids = await live.grid_workers(grid_id)
     rows = await live.responders(ids, ("name", "org", "skills", "on_duty", "status", "lon", "lat"))
     out = []
-    from dispatcher.geo import haversine_m
-
     for rid, (name, org, skills, on_duty, status, r_lon, r_lat) in zip(ids, rows, strict=True):
         if on_duty != "1" or status != "available" or r_lon is None or r_lat is None:
             continue
@@ -60,3 +62,29 @@ async def own_grid_workers(live: LiveState, lon: float, lat: float, grid_id: str
             )
         )
     return out
+
+
+async def live_recommendation(
+    live: LiveState, plans: PlanBook, view: dict[str, Any], radius_m: float, per_kind: int = 30
+) -> dict[str, Any]:
+    """The incident's plan filled from who is available right now, with reasons (for consoles)."""
+    plan = plans.plan_for(view["category"], int(view["severity"]))
+    loc = view.get("location") or {}
+    candidates = await available_near(live, loc["lon"], loc["lat"], loc.get("grid_id"), radius_m, per_kind)
+    active = [
+        t for t in view.get("tasks", []) if t["state"] in ("offered", "accepted", "en_route", "on_scene")
+    ]
+    already: dict[str, int] = {}
+    for t in active:
+        if t["kind"] == "response":
+            already[t["responder_kind"]] = already.get(t["responder_kind"], 0) + 1
+    tried = frozenset(
+        t["responder_id"] for t in view.get("tasks", []) if t.get("round") == view.get("round", 0)
+    )
+    rec = recommend(plan, candidates, exclude=tried, already=already)
+    return {
+        "plan": plan.describe(),
+        "plan_name": plan.name,
+        **rec.to_dict(),
+        "shortfall_text": rec.describe_shortfall(),
+    }

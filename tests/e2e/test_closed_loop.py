@@ -8,6 +8,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -375,3 +376,41 @@ async def test_pending_clocks_fire_once_across_a_dispatcher_crash(
         first["task_id"],
     )
     assert (counts["expired"], counts["reoffered"]) == (1, 1)
+
+
+async def test_the_recommendation_follows_live_positions_before_the_operator_acts(
+    http: httpx.AsyncClient, console: Console
+) -> None:
+    lon, lat = 106.5233, 29.6177
+    body = camera_alarm(uid("CAM"), alarm_type="smoke_fire")  # the e2e plan sends police
+    r = await http.put(
+        "/api/v1/cameras/50010800009999000777",
+        headers={"X-Api-Key": KEYS["admin"]},
+        json={"name": "测试路口-枪机", "lon": lon, "lat": lat},
+    )
+    assert r.status_code in (200, 201)
+    body["camera_id"] = "50010800009999000777"
+    r = await http.post("/api/v1/intake/camera-alarms", headers={"X-Api-Key": KEYS["camera"]}, json=body)
+    iid = incident_id(r.json()["tracking_no"])
+    await console.wait_incident(iid)
+    before = await command(console, "recommend", incident_id=iid)
+    assert before["type"] == "recommendation" and before["plan"], before
+    police = [p for p in before["picks"] if p["kind"] == "police"]
+    assert police and all(p["reasons"] for p in police), before
+    mover = "P-0150"
+    assert mover not in {p["responder_id"] for p in police[:1]}
+    fix = {"responder_id": mover, "lon": lon, "lat": lat + 0.00003, "at": datetime.now(UTC).isoformat()}
+    assert (
+        await http.post(
+            "/api/v1/intake/positions", headers={"X-Api-Key": KEYS["positions"]}, json={"positions": [fix]}
+        )
+    ).status_code == 202
+    for _ in range(100):
+        after = await command(console, "recommend", incident_id=iid)
+        first = next(p for p in after["picks"] if p["kind"] == "police")
+        if first["responder_id"] == mover:
+            break
+        await asyncio.sleep(0.1)
+    assert first["responder_id"] == mover and first["distance_m"] < 10
+    unknown = await command(console, "recommend", incident_id="INC-nope")
+    assert unknown["type"] == "error" and unknown["code"] == "invalid"
