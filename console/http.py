@@ -8,10 +8,10 @@ made durable right now.
 
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import asyncpg
 from fastapi import Depends, FastAPI, Header, Query, Request
@@ -23,11 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from console.auth import ApiKeys, Sessions, User
-from console.intake import IntakeService, NotDurable, UnknownReference
+from console.intake import BEIJING, IntakeService, NotDurable, UnknownReference
 from console.masking import masked_incident, masked_payload
 from console.registry import RegistryService
-from dispatcher import store
+from dispatcher import report, store
 from dispatcher.lifecycle import OPEN_STATES, STATE_LABELS, IncidentState
+from dispatcher.plan import PlanBook, load_plans
 from infra.settings import Settings
 from streams.records import (
     AppReport,
@@ -57,6 +58,7 @@ class ConsoleServices:
     intake: IntakeService
     registry: RegistryService
     send_command: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+    plans: PlanBook = field(default_factory=load_plans)
 
 
 class BodyLimit:
@@ -405,6 +407,36 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
                 503, "unavailable", f"feedback not accepted, retry: {exc}", {"Retry-After": "5"}
             ) from exc
         return JSONResponse({"tracking_no": tracking_no, "status": "received"}, 202)
+
+    @app.get("/api/v1/rates", tags=["read"])
+    async def three_rates(
+        user: Annotated[User, Depends(operator)],
+        by: Annotated[Literal["grid", "community", "org", "day", "all"], Query()] = "all",
+        since: Annotated[
+            date | None, Query(alias="from", description="first Beijing day (default: 7 days ago)")
+        ] = None,
+        until: Annotated[
+            date | None, Query(alias="to", description="last Beijing day, inclusive (default: today)")
+        ] = None,
+    ) -> dict[str, Any]:
+        """三率 — response, resolution and satisfaction rates (definitions in dispatcher/rates.py)."""
+        now = datetime.now(UTC)
+        today = now.astimezone(BEIJING).date()
+        last = until or today
+        first = since or (last - timedelta(days=6))
+        if first > last:
+            raise HttpError(422, "invalid", "from: must not be after to")
+        if (last - first).days > 366:
+            raise HttpError(422, "invalid", "from/to: at most a year at a time")
+        start = datetime.combine(first, time.min, BEIJING)
+        end = datetime.combine(last + timedelta(days=1), time.min, BEIJING)
+        rows = await report.rates(svc.pool, svc.plans, by, start, end, now)
+        return {
+            "by": by,
+            "from": first.isoformat(),
+            "to": last.isoformat(),
+            "rows": [asdict(r) for r in rows],
+        }
 
     # --- pages ----------------------------------------------------------------------------
     @app.get("/api/v1/config", tags=["pages"])

@@ -135,6 +135,7 @@ async def amain(settings: Settings) -> None:
         intake=intake,
         registry=RegistryService(pool, producer, live),
         send_command=send_command,
+        plans=plans,
     )
     http = _Server(
         uvicorn.Config(

@@ -111,6 +111,8 @@ async def save_outcome(conn: asyncpg.Connection, outcome: Outcome) -> list[Effec
         last,
     ]
     for event in outcome.events:
+        if event.type == "incident.reopen" and "closed_at = NULL" not in sets:
+            sets.append("closed_at = NULL")  # a reopened case is no longer closed
         column = _MILESTONES.get(event.type)
         if column is not None:
             # first time only, except closing, which a reopened incident does again

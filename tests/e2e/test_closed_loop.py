@@ -414,3 +414,18 @@ async def test_the_recommendation_follows_live_positions_before_the_operator_act
     assert first["responder_id"] == mover and first["distance_m"] < 10
     unknown = await command(console, "recommend", incident_id="INC-nope")
     assert unknown["type"] == "error" and unknown["code"] == "invalid"
+
+
+async def test_three_rates_endpoint(http: httpx.AsyncClient, token: str) -> None:
+    auth = {"Authorization": f"Bearer {token}"}
+    assert (await http.get("/api/v1/rates")).status_code == 401
+    for by in ("grid", "community", "org", "day", "all"):
+        r = await http.get(f"/api/v1/rates?by={by}", headers=auth)
+        assert r.status_code == 200, r.text
+        rows = r.json()["rows"]
+        assert all(0 <= (row["response_rate"] or 0) <= 1 for row in rows)
+    total = (await http.get("/api/v1/rates?by=all", headers=auth)).json()["rows"]
+    assert len(total) == 1 and total[0]["filed"] > 0
+    assert (await http.get("/api/v1/rates?by=street", headers=auth)).status_code == 422
+    bad = await http.get("/api/v1/rates?from=2026-11-22&to=2026-11-01", headers=auth)
+    assert bad.status_code == 422 and "from" in bad.json()["message"]
