@@ -116,7 +116,9 @@ class Context:
 
     plan: Plan
     candidates: Sequence[Available] = ()  # on duty, not busy, located, near the incident
-    grid_workers: Sequence[Available] = ()  # the incident grid's own grid workers, if available
+    # The incident grid's own grid workers who are on duty, located and not busy on another
+    # incident (one who just finished this incident's work may verify it).
+    grid_workers: Sequence[Available] = ()
 
 
 # One line of the timeline (incident.*, task.*, escalation): the same shape as a lifecycle event.
@@ -450,6 +452,14 @@ def _active_by_kind(case: Case) -> Counter[str]:
 def _dispatch(b: _Builder, ctx: Context) -> None:
     _require_operator(b.cmd)
     case = b.case
+    if case.incident.state == IncidentState.RESOLVED:
+        # Resolved but nobody was free to verify (or the check was withdrawn): send the check again.
+        if case.active(TaskKind.VERIFICATION):
+            raise IllegalTransition("a verification task is already out")
+        _offer_verification(b, ctx)
+        if not case.active(TaskKind.VERIFICATION) and not b.case.active(TaskKind.VERIFICATION):
+            raise IllegalTransition("no grid worker is available to verify")
+        return
     if case.incident.state not in (
         IncidentState.NEW,
         IncidentState.REOPENED,
@@ -496,6 +506,8 @@ def _dispatch(b: _Builder, ctx: Context) -> None:
         b.offer(pick, TaskKind.RESPONSE, ctx.plan)
     if first:
         b.stop_clocks(step="dispatch")
+        # Until someone accepts, across declines and re-offers: a dispatch nobody takes escalates.
+        b.start_clock("accept", ctx.plan)
 
 
 def _remove(b: _Builder, ctx: Context) -> None:
@@ -536,7 +548,13 @@ def _reoffer(b: _Builder, info: TaskInfo, ctx: Context) -> None:
 
 
 def _offer_verification(b: _Builder, ctx: Context) -> None:
-    tried = b.case.tried() | {t.task.responder_id for t in b.case.active()}
+    """网格核查: the grid's own grid worker checks on site, even if they also did the work; a
+    grid worker who already had this round's check (declined or let it expire) is not asked again."""
+    tried = {
+        t.task.responder_id
+        for t in b.case.tasks
+        if t.round == b.case.round and t.task.kind == TaskKind.VERIFICATION
+    } | {t.task.responder_id for t in b.case.active()}
     own = [w for w in ctx.grid_workers if w.responder_id not in tried]
     others = sorted(
         (c for c in ctx.candidates if c.kind == "grid_worker" and c.responder_id not in tried),
@@ -565,7 +583,7 @@ def _task(b: _Builder, ctx: Context) -> None:
     info = b.task(info, action, b.cmd.actor, reason=b.cmd.reason, data=data)
     state = b.case.incident.state
     if action == TaskAction.ACCEPT:
-        b.stop_clocks(step="accept", task_id=info.task.task_id)
+        b.stop_clocks(step="accept")  # the incident's accept clock: someone took it
         b.effects.append(CancelTimers((_accept_clock_id(b.case, info),)))
         b.start_clock("arrive", ctx.plan, task_id=info.task.task_id)
         b.note("incident.accepted", responder_id=info.task.responder_id, task_id=info.task.task_id)

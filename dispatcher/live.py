@@ -38,15 +38,18 @@ async def available_near(
     return out
 
 
-async def own_grid_workers(live: LiveState, lon: float, lat: float, grid_id: str | None) -> list[Available]:
-    """The incident grid's own grid workers who are available now (for verification)."""
+async def own_grid_workers(
+    live: LiveState, lon: float, lat: float, grid_id: str | None, *, any_status: bool = False
+) -> list[Available]:
+    """The incident grid's own grid workers on duty and located (for verification); only the
+    available ones unless `any_status` (the caller then checks who is busy elsewhere)."""
     if not grid_id:
         return []
     ids = await live.grid_workers(grid_id)
     rows = await live.responders(ids, ("name", "org", "skills", "on_duty", "status", "lon", "lat"))
     out = []
     for rid, (name, org, skills, on_duty, status, r_lon, r_lat) in zip(ids, rows, strict=True):
-        if on_duty != "1" or status != "available" or r_lon is None or r_lat is None:
+        if on_duty != "1" or (status != "available" and not any_status) or r_lon is None or r_lat is None:
             continue
         d = haversine_m(lon, lat, float(r_lon), float(r_lat))
         out.append(

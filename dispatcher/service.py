@@ -212,20 +212,23 @@ class IncidentService:
         candidates = await available_near(
             self._live, row["lon"], row["lat"], case.grid_id, self._radius_m, self._per_kind
         )
-        own = await own_grid_workers(self._live, row["lon"], row["lat"], case.grid_id)
-        busy = await self._busy(conn, [c.responder_id for c in (*candidates, *own)])
+        own = await own_grid_workers(self._live, row["lon"], row["lat"], case.grid_id, any_status=True)
+        busy = await self._busy(conn, [c.responder_id for c in candidates])
+        elsewhere = await self._busy(conn, [c.responder_id for c in own], besides=case.incident.incident_id)
         return Context(
             plan,
             [c for c in candidates if c.responder_id not in busy],
-            [c for c in own if c.responder_id not in busy],
+            [c for c in own if c.responder_id not in elsewhere],
         )
 
-    async def _busy(self, conn: asyncpg.Connection, ids: list[str]) -> set[str]:
-        """Responders with an active task in the system of record (live state may lag a crash)."""
+    async def _busy(self, conn: asyncpg.Connection, ids: list[str], besides: str = "") -> set[str]:
+        """Responders with an active task (on another incident than `besides`) in the system of
+        record; live state may lag a crash."""
         rows = await conn.fetch(
             """SELECT responder_id FROM tasks WHERE responder_id = ANY($1::text[])
-                AND state IN ('offered', 'accepted', 'en_route', 'on_scene')""",
+                AND state IN ('offered', 'accepted', 'en_route', 'on_scene') AND incident_id <> $2""",
             ids,
+            besides,
         )
         return {r["responder_id"] for r in rows}
 

@@ -289,10 +289,16 @@ def test_dispatch_by_plan_offers_the_best_of_each_role() -> None:
     assert [o.pick.responder_id for o in of(out, OfferTask)] == offered
     assert all(o.pick.reasons for o in of(out, OfferTask))
     assert of(out, SetResponderStatus) == [SetResponderStatus(r, "busy") for r in offered]
-    expiry = timers(out)
-    assert [t.kind for t in expiry] == [TimerKind.OFFER_EXPIRY] * 4
+    expiry = [t for t in timers(out) if t.kind is TimerKind.OFFER_EXPIRY]
     assert [t.task_id for t in expiry] == [t.task.task_id for t in out.case.tasks]
     assert all(t.fire_at == run.now + 90 * SEC for t in expiry)
+    # Until someone accepts, the incident's accept clock runs (a dispatch nobody takes escalates).
+    accept = out.case.clock("accept")
+    assert accept is not None and accept.task_id is None
+    assert {t.kind for t in timers(out) if t.clock_id == accept.clock_id} == {
+        TimerKind.WARNING,
+        TimerKind.OVERDUE,
+    }
     # The dispatch step is over: its clock stops and its timers are cancelled.
     dispatch_clock = clock_id_for("INC-1", Step.DISPATCH)
     assert StopClock(dispatch_clock) in out.effects
@@ -1236,3 +1242,19 @@ CaseMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestCaseMachine = CaseMachine.TestCase
+
+
+def test_dispatch_on_a_resolved_incident_sends_the_check_again() -> None:
+    """Nobody was free to verify: once one is, the operator's dispatch offers the check."""
+    run = grid_run(grid_workers=(), candidates=(G2,))
+    run.resolved()
+    assert run.case.incident.state is S.RESOLVED and not run.case.active(TaskKind.VERIFICATION)
+    run.candidates = ()
+    with pytest.raises(IllegalTransition, match="no grid worker"):
+        run.do("dispatch")
+    run.candidates = (G2,)  # the worker who did the job is free again and may check it
+    out = run.do("dispatch")
+    [check] = out.case.active(TaskKind.VERIFICATION)
+    assert check.task.responder_id == "G-2" and out.case.incident.state is S.RESOLVED
+    with pytest.raises(IllegalTransition, match="already out"):
+        run.do("dispatch")
