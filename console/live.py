@@ -37,7 +37,7 @@ SendCommand = Callable[[dict[str, Any]], Awaitable[None]]
 Recommender = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 # Operator commands and the fields each must carry (besides incident_id).
-OPERATOR_COMMANDS: Final = {"dispatch", "remove", "resolve", "verify", "cancel", "merge"}
+OPERATOR_COMMANDS: Final = {"dispatch", "remove", "resolve", "verify", "cancel", "merge", "split"}
 COMMANDERS_AND_OPERATORS: Final = {"operator", "commander"}
 TASK_ACTIONS: Final = {"accept", "decline", "en_route", "on_scene", "done"}
 
@@ -297,7 +297,8 @@ class LiveHub:
             client.offer(error_frame("invalid", "incident_id: missing", cid))
             return
         data: dict[str, Any] = {}
-        for name, types in (("responders", list), ("responder_id", str), ("passed", bool), ("into", str)):
+        fields = (("responders", list), ("responder_id", str), ("passed", bool), ("into", str), ("from", str))
+        for name, types in fields:
             if name in msg:
                 if not isinstance(msg[name], types):
                     client.offer(error_frame("invalid", f"{name}: wrong type", cid))

@@ -720,6 +720,40 @@ def _absorb(b: _Builder, ctx: Context) -> None:
     )
 
 
+def _split(b: _Builder, ctx: Context) -> None:
+    """Operator, on the surviving incident: one of the incidents merged into it was not the
+    same event after all. Its reports go back to it and it is handled on its own."""
+    _require_operator(b.cmd)
+    source = b.cmd.data.get("from")
+    if not isinstance(source, str) or source == b.case.incident.incident_id:
+        raise IllegalTransition("split needs the merged incident's id in 'from'")
+    b.note("incident.split", public=False, **{"from": source})
+    b.effects.append(
+        Forward(
+            CaseCommand(
+                "unmerge",
+                source,
+                f"{b.cmd.command_id}:unmerge",
+                b.cmd.actor,
+                b.at,
+                data={"from": b.case.incident.incident_id},
+            )
+        )
+    )
+
+
+def _unmerge(b: _Builder, ctx: Context) -> None:
+    """On the incident split off: merged -> new, with a dispatch clock of its own again."""
+    _require_operator_or_system(b.cmd)
+    if b.case.merged_into != b.cmd.data.get("from"):
+        raise IllegalTransition(
+            f"{b.case.incident.incident_id} is not merged into {b.cmd.data.get('from')!r}"
+        )
+    b.incident(Action.SPLIT, **{"from": b.cmd.data.get("from")})
+    b.case = replace(b.case, merged_into=None)
+    b.start_clock("dispatch", ctx.plan)
+
+
 def _timer(b: _Builder, ctx: Context) -> None:
     if not b.cmd.actor.startswith("system:"):
         raise IllegalTransition("timers are the system's")
@@ -797,6 +831,8 @@ _HANDLERS: Final = {
     "cancel": _cancel,
     "merge": _merge,
     "absorb": _absorb,
+    "split": _split,
+    "unmerge": _unmerge,
     "timer": _timer,
     "feedback": _feedback,
 }

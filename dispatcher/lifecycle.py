@@ -60,6 +60,7 @@ class Action(StrEnum):
     REOPEN = "reopen"  # resident says "not fixed"
     CANCEL = "cancel"
     MERGE = "merge"
+    SPLIT = "split"  # an operator undoes a merge: the incident stands on its own again
 
 
 _S, _A = IncidentState, Action
@@ -78,6 +79,7 @@ TRANSITIONS: Final[dict[tuple[IncidentState | None, Action], IncidentState]] = {
     (_S.CLOSED, _A.REOPEN): _S.REOPENED,
     **{(s, _A.CANCEL): _S.CANCELLED for s in (_S.NEW, _S.DISPATCHED, _S.IN_PROGRESS, _S.REOPENED)},
     **{(s, _A.MERGE): _S.MERGED for s in (_S.NEW, _S.DISPATCHED, _S.REOPENED)},
+    (_S.MERGED, _A.SPLIT): _S.NEW,
 }
 REASON_REQUIRED: Final = frozenset({_A.VERIFY_FAIL, _A.REOPEN, _A.CANCEL})
 # Steps a resident may see on the public progress page (进度随时查).

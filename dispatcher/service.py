@@ -156,6 +156,15 @@ class IncidentService:
                 result.messages = await self._messages(conn, cmd.incident_id, cmd.command_id)
                 return result
             case = await casestore.load_case(conn, cmd.incident_id)
+            if case is not None and cmd.action == "split":
+                merged_into = await conn.fetchval(
+                    "SELECT merged_into FROM incidents WHERE incident_id = $1", cmd.data.get("from")
+                )
+                if merged_into != cmd.incident_id:
+                    detail = f"{cmd.data.get('from')!r} was not merged into {cmd.incident_id}"
+                    await self._audit(conn, cmd, "refused", detail)
+                    result.refused = detail
+                    return result
             if case is None:
                 await self._audit(conn, cmd, "refused", f"no incident {cmd.incident_id!r}")
                 result.refused = f"no incident {cmd.incident_id!r}"
@@ -185,6 +194,14 @@ class IncidentService:
             else:
                 result.refused = "responders kept being taken by other incidents; try again"
                 return result
+            if cmd.action == "split":
+                # the split-off incident's reports leave this one
+                await conn.execute(
+                    """DELETE FROM incident_reports WHERE incident_id = $1
+                          AND tracking_no IN (SELECT tracking_no FROM reports WHERE incident_id = $2)""",
+                    cmd.incident_id,
+                    cmd.data.get("from"),
+                )
             if cmd.action == "absorb":
                 # every report of the merged incident now belongs to this one too
                 await conn.execute(

@@ -1258,3 +1258,21 @@ def test_dispatch_on_a_resolved_incident_sends_the_check_again() -> None:
     assert check.task.responder_id == "G-2" and out.case.incident.state is S.RESOLVED
     with pytest.raises(IllegalTransition, match="already out"):
         run.do("dispatch")
+
+
+def test_an_operator_splits_a_merged_incident_off_again() -> None:
+    target = Run()
+    source = Run()
+    source.case = replace(source.case, incident=replace(source.case.incident, incident_id="INC-2"))
+    merged = source.do("merge", into="INC-1")
+    assert merged.case.incident.state is S.MERGED
+    with pytest.raises(IllegalTransition, match="operators"):
+        target.do("split", actor="responder:P-1", **{"from": "INC-2"})
+    out = target.do("split", **{"from": "INC-2"})
+    [forward] = of(out, Forward)
+    assert forward.command.action == "unmerge" and forward.command.incident_id == "INC-2"
+    with pytest.raises(IllegalTransition, match="not merged into"):
+        source.run(replace(forward.command, data={"from": "INC-9"}))
+    back = source.run(forward.command)
+    assert back.case.incident.state is S.NEW and back.case.merged_into is None
+    assert back.case.clock("dispatch") is not None

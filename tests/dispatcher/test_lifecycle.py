@@ -28,7 +28,7 @@ from dispatcher.lifecycle import (
 
 T0 = datetime(2026, 11, 22, 1, 30, tzinfo=UTC)
 S, A = IncidentState, Action
-TERMINAL = (S.CANCELLED, S.MERGED)
+TERMINAL = (S.CANCELLED,)  # merged can only be split off again
 
 
 def cmd(
@@ -63,6 +63,7 @@ def test_table_shape() -> None:
     # Nothing closes without verification, and terminal states accept nothing.
     assert [before for (before, _), after in TRANSITIONS.items() if after is S.CLOSED] == [S.VERIFIED]
     assert not [key for key in TRANSITIONS if key[0] in TERMINAL]
+    assert [key for key in TRANSITIONS if key[0] is S.MERGED] == [(S.MERGED, A.SPLIT)]
     assert set(STATE_LABELS) == set(IncidentState)
     assert S.CLOSED not in OPEN_STATES and not set(TERMINAL) & OPEN_STATES
 

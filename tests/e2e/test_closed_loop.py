@@ -119,6 +119,13 @@ async def wait_for(console: Console, iid: str, pred: Any, timeout: float = 20.0)
     return latest
 
 
+async def next_with_id(console: Console, cid: str) -> dict[str, Any]:
+    while True:
+        frame = await console.next_frame()
+        if frame.get("id") == cid:
+            return frame
+
+
 def events_of(console: Console, iid: str) -> list[dict[str, Any]]:
     return [d["event"] for d in console.deltas if d["incident"]["incident_id"] == iid]
 
@@ -346,6 +353,20 @@ async def test_three_channels_reporting_one_event_end_as_one_incident(
         for i in (await http.get("/api/v1/incidents?status=open", headers=auth)).json()["incidents"]
     }
     assert first in open_ids and not (set(ids[1:]) & open_ids)
+
+    # The resident's report was about something else after all: the operator splits it off.
+    queued = await command(console, "split", incident_id=first, **{"from": ids[1] + "-nope"})
+    assert queued["type"] == "ack"  # queued; the dispatcher refuses it: that incident was never merged here
+    refusal = await next_with_id(console, queued["id"])
+    assert refusal["type"] == "error" and refusal["code"] == "refused" and "not merged" in refusal["message"]
+    assert (await command(console, "split", incident_id=first, **{"from": ids[2]}))["type"] == "ack"
+    view = await wait_for(console, ids[2], lambda v: v["status"] == "new")
+    assert view["merged_into"] is None
+    for _ in range(100):
+        if await linked() == {"camera", "hotline"}:
+            break
+        await asyncio.sleep(0.1)
+    assert await linked() == {"camera", "hotline"}
 
 
 async def test_pending_clocks_fire_once_across_a_dispatcher_crash(
