@@ -26,6 +26,23 @@ function extra(i) {
   return bits.length ? `<br><small>${bits.join(" · ")}</small>` : "";
 }
 
+const TASK_STATE = { offered: "待接单", accepted: "已接单", en_route: "途中", on_scene: "到场", done: "完成",
+  declined: "拒绝", expired: "超时", cancelled: "撤回" };
+function taskLine(i) {
+  const live = (i.tasks || []).filter((t) => t.round === (i.round || 0));
+  if (!live.length) return "";
+  return "<br><small>" + live.map((t) => `${esc(t.responder_name)}·${TASK_STATE[t.state] || t.state}`).join("，") + "</small>";
+}
+function actions(i) {
+  const canDispatch = ["new", "reopened", "dispatched", "in_progress"].includes(i.status) && state.role !== "viewer";
+  return canDispatch ? `<br><button class="dispatch" data-id="${esc(i.incident_id)}">一键派遣</button>` : "";
+}
+function send(frame) {
+  if (!state.ws || state.ws.readyState !== WebSocket.OPEN) return notice("未连接，命令未发送");
+  frame.id = `${frame.type}-${Date.now()}-${++state.cmd}`;
+  state.ws.send(JSON.stringify(frame));
+}
+
 function render() {
   const rows = [...state.incidents.values()].sort((a, b) => a.severity - b.severity || a.occurred_at.localeCompare(b.occurred_at));
   $("#count").textContent = rows.length;
@@ -38,7 +55,7 @@ function render() {
       <td><span class="sev sev${i.severity}">${SEV[i.severity]}</span></td>
       <td>${SOURCE[i.source] || esc(i.source)}</td>
       <td><strong>${esc(i.title)}</strong><br><small>${esc(i.description)}</small>${extra(i)}</td>
-      <td>${place}</td><td>${bj(i.occurred_at)}</td><td>${esc(i.status_label)}</td>
+      <td>${place}</td><td>${bj(i.occurred_at)}</td><td>${esc(i.status_label)}${taskLine(i)}${actions(i)}</td>
       <td>${who((n.police || [])[0])}</td><td>${who(i.recommended && i.recommended.own_grid_worker)}</td>
       <td>${who((n.grid_worker || [])[0])}</td><td>${who((n.volunteer || [])[0])}</td></tr>`;
   }).join("");
@@ -58,6 +75,7 @@ function onFrame(msg) {
     else state.incidents.set(i.incident_id, i);
   } else if (msg.type === "error") {
     console.warn("server error", msg);
+    if (msg.code === "refused" || msg.code === "forbidden") notice(`命令未执行：${msg.message}`);
     if (msg.code === "unauthorised") return logout("登录已过期，请重新登录");
   }
   render();
@@ -91,6 +109,7 @@ async function start() {
   if (!me.ok) return logout("登录已过期，请重新登录");
   const user = await me.json();
   $("#who").textContent = `${user.display_name}（${user.username}）`;
+  state.role = user.role;
   const cfg = await (await fetch("/api/v1/config")).json();
   connect(cfg.ws_url);
 }
@@ -112,4 +131,8 @@ $("#login").addEventListener("submit", async (e) => {
   start();
 });
 $("#logout").addEventListener("click", () => logout());
+$("#incidents").addEventListener("click", (e) => {
+  const b = e.target.closest("button.dispatch");
+  if (b) { b.disabled = true; send({ type: "dispatch", incident_id: b.dataset.id }); }
+});
 if (state.token) start();

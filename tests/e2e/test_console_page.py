@@ -75,6 +75,12 @@ async def test_operator_sees_three_enriched_incidents_arrive_live(
     assert "随手拍" in app and "网格" in app
     for text in rows.values():
         assert "派出所" in text and "米" in text and "约" in text  # nearest police with distance and ETA
+    # One click dispatches the hotline ticket's plan; the offer shows up in its row, live.
+    await page.click(f"tr[data-id='{ids[1]}'] button.dispatch")
+    await page.wait_for_function(
+        f"document.querySelector(\"tr[data-id='{ids[1]}']\").innerText.includes('待接单')", timeout=15_000
+    )
+    assert "已派遣" in await page.inner_text(f"tr[data-id='{ids[1]}']")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SCREENSHOTS / "console-live.png"))
     assert not problems, problems
