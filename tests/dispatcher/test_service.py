@@ -95,3 +95,47 @@ async def test_the_timeline_is_append_only(pool: asyncpg.Pool) -> None:
     await pool.execute("DELETE FROM incident_events WHERE incident_id = $1", rec.incident_id)
     rows = await pool.fetch("SELECT actor FROM incident_events WHERE incident_id = $1", rec.incident_id)
     assert [r["actor"] for r in rows] == ["system:intake"]
+
+
+async def test_a_replayed_command_has_one_effect_and_every_command_is_audited(pool: asyncpg.Pool) -> None:
+    from dispatcher.case import CaseCommand
+
+    service = IncidentService(pool, load_plans())
+    rec = enriched(f"A-{uuid.uuid4().hex[:8]}")
+    await service.file(rec)
+    at = datetime.now(UTC)
+    cancel = CaseCommand(
+        "cancel",
+        rec.incident_id,
+        f"operator:duty:c-{uuid.uuid4().hex[:6]}",
+        "operator:duty",
+        at,
+        reason="误报：垃圾桶已清运",
+    )
+    first = await service.handle(cancel)
+    assert first.refused is None and [m["type"] for m in first.messages] == ["incident.cancel"]
+    before = await snapshot(pool, rec.incident_id)
+    replay = await service.handle(cancel)
+    assert await snapshot(pool, rec.incident_id) == before
+    assert [m["event_id"] for m in replay.messages] == [m["event_id"] for m in first.messages]
+
+    again = CaseCommand(
+        "cancel",
+        rec.incident_id,
+        f"operator:duty:c-{uuid.uuid4().hex[:6]}",
+        "operator:duty",
+        at,
+        reason="再次撤销",
+    )
+    refused = await service.handle(again)
+    assert refused.refused and "cancelled" in refused.refused
+    assert await snapshot(pool, rec.incident_id) == before
+    audit = await pool.fetch(
+        "SELECT command_id, outcome FROM audit_log WHERE incident_id = $1 ORDER BY at, command_id",
+        rec.incident_id,
+    )
+    assert sorted((r["command_id"], r["outcome"]) for r in audit) == sorted(
+        [(cancel.command_id, "applied"), (again.command_id, "refused")]
+    )
+    with pytest.raises(asyncpg.RaiseError, match="append-only"):
+        await pool.execute("DELETE FROM audit_log WHERE incident_id = $1", rec.incident_id)

@@ -97,6 +97,4 @@ async def test_tail_shows_every_topic_of_the_pipeline(
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     filtered = [orjson.loads(line) for line in out.splitlines() if line.strip()]
     assert iid in {f["key"] for f in filtered}
-    assert all(
-        f["value"]["source"] == "app" and f["value"]["location"]["grid_id"] == grid for f in filtered
-    )
+    assert all(f["value"]["source"] == "app" and f["value"]["location"]["grid_id"] == grid for f in filtered)
