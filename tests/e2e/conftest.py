@@ -64,6 +64,10 @@ plans:
   cooking_fumes:
     roles: [{kind: grid_worker, count: 1}]
     accept_timeout_s: 1h
+  noise:  # a dispatch step of 4 s: at risk after 2 s, overdue after 4 s (escalation tests)
+    roles: [{kind: grid_worker, count: 1}]
+    warning_ratio: 0.5
+    limits: {dispatch: 4}
 """
 
 

@@ -472,3 +472,41 @@ async def test_three_rates_endpoint(http: httpx.AsyncClient, token: str) -> None
     assert (await http.get("/api/v1/rates?by=street", headers=auth)).status_code == 422
     bad = await http.get("/api/v1/rates?from=2026-11-22&to=2026-11-01", headers=auth)
     assert bad.status_code == 422 and "from" in bad.json()["message"]
+
+
+async def test_a_step_at_risk_then_overdue_escalates_to_the_duty_commander(
+    stack: Settings, http: httpx.AsyncClient, console: Console, stack_pg: asyncpg.Pool
+) -> None:
+    body = {
+        **hotline_ticket(uid("12345")),
+        "category": "noise",
+        "description": "夜间施工噪声",
+        "time_limit": "7d",
+    }
+    r = await http.post("/api/v1/intake/hotline-tickets", headers={"X-Api-Key": KEYS["hotline"]}, json=body)
+    iid = incident_id(r.json()["tracking_no"])
+    await console.wait_incident(iid)
+    levels: list[str] = []
+    deadline = time.monotonic() + 20
+    while len(levels) < 2 and time.monotonic() < deadline:
+        frame = await console.next_frame(max(0.01, deadline - time.monotonic()))
+        if frame["type"] == "delta" and frame["incident"]["incident_id"] == iid:
+            if frame["event"]["type"] == "incident.escalated":
+                assert frame["event"]["data"]["to"] == "duty_commander"
+                assert "派遣" in frame["event"]["data"]["message"]
+                levels.append(frame["event"]["data"]["level"])
+    assert levels == ["at_risk", "overdue"]  # nobody dispatched it: warned, then overdue
+    rows = await stack_pg.fetch(
+        "SELECT level FROM escalations WHERE incident_id = $1 ORDER BY at, level", iid
+    )
+    assert sorted(r["level"] for r in rows) == ["at_risk", "overdue"]
+    # Dispatching in time would have stopped the clock: a later one raises nothing more.
+    await console.drain(1.5)
+    assert (
+        sum(
+            1
+            for d in console.deltas
+            if d["event"]["type"] == "incident.escalated" and d["incident"]["incident_id"] == iid
+        )
+        == 2
+    )
