@@ -75,7 +75,7 @@ class Dispatcher:
             radius_m=self.settings.nearest_radius_m,
         )
         synced = await self._service.sync_live_statuses()
-        log.info("%d responders with active tasks marked busy", synced)
+        log.info("live statuses brought in line with active tasks: %d changed", synced)
         self._consumer = make_consumer(
             self.settings,
             topics.INCIDENTS_ENRICHED,

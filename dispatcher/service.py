@@ -262,16 +262,25 @@ class IncidentService:
             await self._live.set_status(s.responder_id, s.status)
 
     async def sync_live_statuses(self) -> int:
-        """After a restart: responders with active tasks are busy in live state too."""
+        """After a restart, live state agrees with the system of record: responders with an active
+        task are busy, and nobody else is (a crash may have left either undone). Returns changes."""
         if self._live is None:
             return 0
-        rows = await self._pool.fetch(
-            """SELECT DISTINCT responder_id FROM tasks
-                WHERE state IN ('offered', 'accepted', 'en_route', 'on_scene')"""
-        )
-        for r in rows:
-            await self._live.set_status(r["responder_id"], "busy")
-        return len(rows)
+        active = {
+            r["responder_id"]
+            for r in await self._pool.fetch(
+                """SELECT DISTINCT responder_id FROM tasks
+                    WHERE state IN ('offered', 'accepted', 'en_route', 'on_scene')"""
+            )
+        }
+        ids = [r["responder_id"] for r in await self._pool.fetch("SELECT responder_id FROM responders")]
+        changed = 0
+        for rid, (status,) in zip(ids, await self._live.responders(ids, ("status",)), strict=True):
+            want = "busy" if rid in active else "available"
+            if status is not None and status != want and status in ("busy", "available"):
+                await self._live.set_status(rid, want)
+                changed += 1
+        return changed
 
     async def _audit(
         self, conn: asyncpg.Connection, cmd: CaseCommand, outcome: str, detail: str | None

@@ -6,6 +6,7 @@ import random
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import pytest
@@ -139,3 +140,38 @@ async def test_a_replayed_command_has_one_effect_and_every_command_is_audited(po
     )
     with pytest.raises(asyncpg.RaiseError, match="append-only"):
         await pool.execute("DELETE FROM audit_log WHERE incident_id = $1", rec.incident_id)
+
+
+async def test_after_a_restart_live_statuses_follow_the_active_tasks(pool: asyncpg.Pool, redis: Any) -> None:
+    from streams.livestate import LiveState
+
+    live = LiveState(redis)
+    tag = uuid.uuid4().hex[:6]
+    busy_one, free_one = f"R-busy-{tag}", f"R-free-{tag}"
+    for rid in (busy_one, free_one):
+        await pool.execute(
+            "INSERT INTO responders (responder_id, name, kind, org) VALUES ($1, '测试', 'police', '派出所')",
+            rid,
+        )
+        await live.apply_roster(rid, {"kind": "police", "on_duty": True, "name": "测试", "org": "派出所"})
+        await live.apply_position(rid, 106.5, 29.6, 1, None)
+    rec = enriched(f"A-{tag}")
+    await IncidentService(pool, load_plans()).file(rec)
+    now = datetime.now(UTC)
+    await pool.execute(
+        """INSERT INTO tasks (task_id, incident_id, responder_id, responder_name, responder_kind, kind, state,
+               version, org, offered_at, updated_at)
+           VALUES ($1, $2, $3, '测试', 'police', 'response', 'accepted', 2, '派出所', $4, $4)""",
+        f"T-{tag}",
+        rec.incident_id,
+        busy_one,
+        now,
+    )
+    # A crash left live state the wrong way round for both.
+    await live.set_status(free_one, "busy")
+    service = IncidentService(pool, load_plans(), live)
+    assert await service.sync_live_statuses() >= 2
+    assert (await live.responder(busy_one))["status"] == "busy"
+    assert (await live.responder(free_one))["status"] == "available"
+    assert busy_one not in await live.available_positions("police")
+    assert free_one in await live.available_positions("police")
