@@ -2,6 +2,12 @@
 # the Faust workers, the dispatcher and the console server. docker-compose.yml picks the
 # module with `command: ["python", "-m", ...]`; every setting comes from the environment
 # (see infra/settings.py, or run the image with no command to print the table).
+# The console's map library (Leaflet), from npm, served by the console itself (no CDN).
+FROM node:20-slim AS pages
+WORKDIR /pages
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -20,6 +26,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 
 # Then the project itself (.dockerignore keeps .venv, .state, .git and caches out).
 COPY . .
+COPY --from=pages /pages/node_modules ./node_modules
 RUN pip install . \
     && rm -rf build *.egg-info
 

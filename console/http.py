@@ -30,6 +30,7 @@ from dispatcher import report, store
 from dispatcher.lifecycle import OPEN_STATES, STATE_LABELS, IncidentState
 from dispatcher.plan import PlanBook, load_plans
 from infra.settings import Settings
+from streams.livestate import LiveState
 from streams.records import (
     AppReport,
     CameraAlarm,
@@ -41,6 +42,19 @@ from streams.records import (
 )
 
 STATIC = Path(__file__).resolve().parent / "static"
+# Leaflet comes from npm (package.json): the source tree when run from a checkout, the working
+# directory in the production image.
+LEAFLET = next(
+    (
+        d
+        for d in (
+            Path(__file__).resolve().parent.parent / "node_modules" / "leaflet" / "dist",
+            Path.cwd() / "node_modules" / "leaflet" / "dist",
+        )
+        if d.is_dir()
+    ),
+    Path.cwd() / "node_modules" / "leaflet" / "dist",
+)
 
 
 class HttpError(Exception):
@@ -59,6 +73,7 @@ class ConsoleServices:
     registry: RegistryService
     send_command: Callable[[dict[str, Any]], Awaitable[None]] | None = None
     plans: PlanBook = field(default_factory=load_plans)
+    live: LiveState | None = None
 
 
 class BodyLimit:
@@ -448,6 +463,61 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         await svc.pool.fetchval("SELECT 1")
         return {"status": "ok"}
 
+    grid_cache: dict[str, Any] = {}
+
+    @app.get("/api/v1/grids", tags=["read"])
+    async def grids(user: Annotated[User, Depends(operator)]) -> dict[str, Any]:
+        """The street's grids as GeoJSON (for the console's map)."""
+        if not grid_cache:
+            rows = await svc.pool.fetch(
+                """SELECT g.grid_id, g.name, g.community_id, c.name AS community_name, g.polygon
+                     FROM grids g JOIN communities c USING (community_id) ORDER BY g.grid_id"""
+            )
+            grid_cache["fc"] = {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "geometry": r["polygon"],
+                        "properties": {
+                            "grid_id": r["grid_id"],
+                            "name": r["name"],
+                            "community_id": r["community_id"],
+                            "community_name": r["community_name"],
+                        },
+                    }
+                    for r in rows
+                ],
+            }
+        return dict(grid_cache["fc"])
+
+    @app.get("/api/v1/responders/live", tags=["read"])
+    async def responders_live(user: Annotated[User, Depends(operator)]) -> dict[str, Any]:
+        """Every located responder with kind, organisation, duty and status (for the map)."""
+        if svc.live is None:
+            raise HttpError(503, "unavailable", "live state not connected", {"Retry-After": "5"})
+        ids = [r["responder_id"] for r in await svc.pool.fetch("SELECT responder_id FROM responders")]
+        fields = ("name", "kind", "org", "on_duty", "status", "lon", "lat")
+        out = []
+        for rid, (name, kind, org, on_duty, status, lon, lat) in zip(
+            ids, await svc.live.responders(ids, fields), strict=True
+        ):
+            if lon is None or lat is None:
+                continue
+            out.append(
+                {
+                    "responder_id": rid,
+                    "name": name,
+                    "kind": kind,
+                    "org": org,
+                    "on_duty": on_duty == "1",
+                    "status": status,
+                    "lon": float(lon),
+                    "lat": float(lat),
+                }
+            )
+        return {"responders": out}
+
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
@@ -457,4 +527,6 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         return Response(status_code=204)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    if LEAFLET.is_dir():  # installed by ./centre (npm); the page says so when it is missing
+        app.mount("/vendor/leaflet", StaticFiles(directory=LEAFLET), name="leaflet")
     return app

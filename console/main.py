@@ -136,6 +136,7 @@ async def amain(settings: Settings) -> None:
         registry=RegistryService(pool, producer, live),
         send_command=send_command,
         plans=plans,
+        live=live,
     )
     http = _Server(
         uvicorn.Config(

@@ -43,6 +43,66 @@ function send(frame) {
   state.ws.send(JSON.stringify(frame));
 }
 
+// --- the map: grids, incidents by severity, responders by kind and status ------------------
+const SEV_COLOR = { 1: "#c8102e", 2: "#e5661a", 3: "#c9a227", 4: "#3b7dd8" };
+const KIND_COLOR = { police: "#4d9bff", grid_worker: "#2fbf71", volunteer: "#f2a33a" };
+const KIND_LABEL = { police: "民警", grid_worker: "网格员", volunteer: "志愿者" };
+const map = { m: null, incidents: null, responders: null, timer: null };
+
+async function authed(url) {
+  const r = await fetch(url, { headers: { Authorization: `Bearer ${state.token}` } });
+  if (!r.ok) throw new Error(`${url}: ${r.status}`);
+  return r.json();
+}
+
+async function initMap() {
+  if (map.m || typeof L === "undefined") {
+    if (typeof L === "undefined") $("#map-note").textContent = "地图库未安装（运行 ./centre run 会自动安装）";
+    return;
+  }
+  map.m = L.map("map", { zoomControl: true, attributionControl: false, preferCanvas: true });
+  const grids = await authed("/api/v1/grids");
+  const layer = L.geoJSON(grids, {
+    style: { color: "#3d5f99", weight: 1, fillColor: "#17325c", fillOpacity: 0.25 },
+    onEachFeature: (f, l) => l.bindTooltip(`${f.properties.community_name} · ${f.properties.name}`),
+  }).addTo(map.m);
+  map.m.fitBounds(layer.getBounds());
+  map.responders = L.layerGroup().addTo(map.m);
+  map.incidents = L.layerGroup().addTo(map.m);
+  drawIncidents();
+  await drawResponders();
+  map.timer = setInterval(() => drawResponders().catch((e) => console.warn(e)), 5000);
+}
+
+async function drawResponders() {
+  if (!map.m) return;
+  const { responders } = await authed("/api/v1/responders/live");
+  map.responders.clearLayers();
+  for (const r of responders) {
+    if (!r.on_duty) continue;
+    const busy = r.status !== "available";
+    L.circleMarker([r.lat, r.lon], { radius: busy ? 4 : 2.5, weight: busy ? 2 : 0, color: "#fff",
+      fillColor: busy ? "#8a8f98" : KIND_COLOR[r.kind] || "#999", fillOpacity: busy ? 1 : 0.75 })
+      .bindTooltip(`${esc(r.name)}（${KIND_LABEL[r.kind] || r.kind}，${esc(r.org)}）${busy ? "·执行任务中" : ""}`)
+      .addTo(map.responders);
+  }
+}
+
+function drawIncidents() {
+  if (!map.incidents) return;
+  map.incidents.clearLayers();
+  const now = Date.now();
+  for (const i of state.incidents.values()) {
+    const loc = i.location || {};
+    if (loc.lat == null) continue;
+    const ageMin = (now - new Date(i.occurred_at).getTime()) / 60000;
+    L.circleMarker([loc.lat, loc.lon], { radius: 9, weight: ageMin > 30 ? 4 : 2, color: ageMin > 30 ? "#ffd400" : "#fff",
+      fillColor: SEV_COLOR[i.severity] || "#999", fillOpacity: 0.9 })
+      .bindTooltip(`${SEV[i.severity]} ${esc(i.title)}（${esc(i.status_label)}）`)
+      .addTo(map.incidents);
+  }
+}
+
 function render() {
   const rows = [...state.incidents.values()].sort((a, b) => a.severity - b.severity || a.occurred_at.localeCompare(b.occurred_at));
   $("#count").textContent = rows.length;
@@ -60,6 +120,7 @@ function render() {
       <td>${who((n.grid_worker || [])[0])}</td><td>${who((n.volunteer || [])[0])}</td></tr>`;
   }).join("");
   for (const i of rows) delete i._fresh;
+  drawIncidents();
 }
 
 function onFrame(msg) {
@@ -112,6 +173,7 @@ async function start() {
   state.role = user.role;
   const cfg = await (await fetch("/api/v1/config")).json();
   connect(cfg.ws_url);
+  initMap().catch((e) => { console.warn(e); $("#map-note").textContent = "地图加载失败"; });
 }
 
 function logout(message) {

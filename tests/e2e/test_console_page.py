@@ -69,6 +69,11 @@ async def test_operator_sees_three_enriched_incidents_arrive_live(
     for iid in ids:  # appear without a reload
         await page.wait_for_selector(f"tr[data-id='{iid}']", timeout=15_000)
     rows = {iid: await page.inner_text(f"tr[data-id='{iid}']") for iid in ids}
+    # The map (Leaflet, served by us): 300 grids, the incidents, responders by kind and status.
+    loaded = "map.m !== null && map.responders && map.responders.getLayers().length > 999"
+    await page.wait_for_function(loaded)
+    assert await page.evaluate("map.incidents.getLayers().length") >= 3
+    assert await page.is_visible("#map.leaflet-container")
     camera, hotline, app = (rows[i] for i in ids)
     assert "雪亮工程" in camera and "烟火" in camera and "视频连线" in camera
     assert "12345热线" in hotline and "138****8000" in hotline and "13800138000" not in hotline

@@ -139,7 +139,9 @@ def test_build_uses_the_dockerfile(name: str) -> None:
 def test_dockerfile() -> None:
     text = DOCKERFILE.read_text(encoding="utf-8")
     instructions = [line.split(None, 1) for line in text.splitlines() if line and not line.startswith("#")]
-    assert instructions[0] == ["FROM", "python:3.11-slim"]
+    froms = [i[1] for i in instructions if i[0] == "FROM"]
+    assert froms[-1] == "python:3.11-slim"  # the final image; earlier stages only build assets
+    assert "COPY --from=pages /pages/node_modules" in text  # the map library, built in its own stage
     assert "pip install ." in text
     users = [i[1].strip() for i in instructions if i[0] == "USER" and len(i) == 2]
     assert users, "the image must switch to a non-root user"
