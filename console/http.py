@@ -522,6 +522,11 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    @app.get("/responder", include_in_schema=False)
+    async def responder_page() -> FileResponse:
+        """The responders' mobile page (手机端)."""
+        return FileResponse(STATIC / "responder.html")
+
     @app.get("/favicon.ico", include_in_schema=False)
     async def favicon() -> Response:
         return Response(status_code=204)

@@ -19,11 +19,14 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
+from pydantic import ValidationError
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from console.auth import Sessions, User
 from console.board import Board, Delta
+from streams.normalise import describe_validation_error
+from streams.records import PositionFix
 
 log = logging.getLogger(__name__)
 MAX_FRAME = 64 * 1024
@@ -94,11 +97,13 @@ class LiveHub:
         sessions: Sessions,
         send_command: SendCommand | None = None,
         recommender: Recommender | None = None,
+        send_position: SendCommand | None = None,
     ) -> None:
         self.board = board
         self._sessions = sessions
         self._send_command = send_command
         self._recommender = recommender
+        self._send_position = send_position
         self._clients: set[Client] = set()  # consoles
         self._responders: dict[str, set[Client]] = {}  # responder id -> their phones
         self._pending: OrderedDict[str, tuple[Client, Any]] = OrderedDict()  # command id -> who asked
@@ -284,6 +289,8 @@ class LiveHub:
             await self._operator_command(client, msg)
         elif kind == "task":
             await self._task_command(client, msg)
+        elif kind == "position":
+            await self._position(client, msg)
         else:
             client.offer(error_frame("unknown_command", f"unknown command type {kind!r}", cid))
 
@@ -349,6 +356,37 @@ class LiveHub:
             if name in msg:
                 data[name] = msg[name]
         await self._enqueue(client, msg, owner[0], "task", data)
+
+    async def _position(self, client: Client, msg: dict[str, Any]) -> None:
+        """A responder's phone shares where it is (geolocation, or typed in by hand)."""
+        cid = msg.get("id")
+        rid = client.user.responder_id
+        if client.user.role != "responder" or not rid:
+            client.offer(error_frame("forbidden", "only responders share a position", cid))
+            return
+        if self._send_position is None:
+            client.offer(error_frame("unavailable", "positions are not accepted here", cid))
+            return
+        try:
+            fix = PositionFix.model_validate(
+                {
+                    "responder_id": rid,
+                    "lon": msg.get("lon"),
+                    "lat": msg.get("lat"),
+                    "at": datetime.now(UTC),
+                    "accuracy_m": msg.get("accuracy_m"),
+                }
+            )
+        except ValidationError as exc:
+            client.offer(error_frame("invalid", describe_validation_error(exc), cid))
+            return
+        try:
+            await self._send_position(fix.model_dump(mode="json"))
+        except Exception as exc:
+            log.warning("could not queue a position for %s: %r", rid, exc)
+            client.offer(error_frame("unavailable", "position not accepted, retry", cid))
+            return
+        client.offer(ack_frame(cid))
 
     async def _enqueue(
         self, client: Client, msg: dict[str, Any], incident_id: str, action: str, data: dict[str, Any]

@@ -125,7 +125,12 @@ async def amain(settings: Settings) -> None:
     async def recommender(view: dict[str, Any]) -> dict[str, Any]:
         return await live_recommendation(live, plans, view, settings.nearest_radius_m)
 
-    hub = LiveHub(board, sessions, send_command, recommender)
+    async def send_position(fix: dict[str, Any]) -> None:
+        await producer.send_and_wait(
+            topics.POSITIONS_RAW, key=fix["responder_id"].encode(), value=orjson.dumps(fix)
+        )
+
+    hub = LiveHub(board, sessions, send_command, recommender, send_position)
     intake = IntakeService(pool, producer)
     services = ConsoleServices(
         settings=settings,

@@ -84,6 +84,13 @@ class Settings:
     session_ttl_s: int = field(
         default=8 * 3600, metadata={"env": "SESSION_TTL_S", "doc": "Operator session lifetime (idle)"}
     )
+    sim_reports_per_min: int = field(
+        default=6,
+        metadata={
+            "env": "SIM_REPORTS_PER_MIN",
+            "doc": "Demo simulator's reports a minute under ./centre run (0: no simulator)",
+        },
+    )
 
     @classmethod
     def from_env(cls) -> Settings:

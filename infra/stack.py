@@ -112,9 +112,10 @@ def prepare(settings: Settings) -> subprocess.Popen[bytes] | None:
 class Supervisor:
     """Runs the centre's processes; stops them all (and the broker it started) on exit."""
 
-    def __init__(self, settings: Settings, workers: int) -> None:
+    def __init__(self, settings: Settings, workers: int, simulate: bool = False) -> None:
         self.settings = settings
         self.workers = workers
+        self.simulate = simulate  # the demo city's simulator (./centre run; not the tests' stacks)
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.specs: dict[str, tuple[str, dict[str, str]]] = {}  # name -> module, env (for restarts)
         self.logs = Path(settings.state_dir) / "logs"
@@ -155,6 +156,8 @@ class Supervisor:
             )
         self.spawn("dispatcher", "dispatcher.main", base)
         self.spawn("console", "console.main", base)
+        if self.simulate and s.sim_reports_per_min > 0:
+            self.spawn("simulator", "infra.simulator", base)
 
     def wait_healthy(self, timeout: float = 60.0) -> None:
         url = f"http://{self.settings.http_host}:{self.settings.http_port}/healthz"
@@ -197,7 +200,7 @@ def settings_env(s: Settings) -> dict[str, str]:
 
 def up(settings: Settings, workers: int) -> None:
     broker = prepare(settings)
-    sup = Supervisor(settings, workers)
+    sup = Supervisor(settings, workers, simulate=True)
     stop = False
 
     def _stop(*_: object) -> None:

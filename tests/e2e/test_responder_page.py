@@ -1,0 +1,124 @@
+"""The responder's phone page in real Chromium: a pushed task is accepted, worked and verified,
+the position is shared, and nobody can act on another responder's task."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from playwright.async_api import Browser, Page, async_playwright
+
+from infra.seed import DEMO_RESPONDER_PASSWORD
+from infra.settings import Settings
+from streams.livestate import LiveState
+from tests.e2e.conftest import KEYS, Console, hotline_ticket, incident_id
+from tests.e2e.test_closed_loop import Phone, command, wait_for
+from tests.e2e.test_console_page import CHROMIUM, FLAGS, SCREENSHOTS
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not os.path.exists(CHROMIUM):  # noqa: ASYNC240 - once per test, before any I/O
+        pytest.fail("Debian's chromium is not installed: run the tests with ./centre test")
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        await b.close()
+
+
+async def phone_page(browser: Browser, stack: Settings, responder_id: str) -> Page:
+    ctx = await browser.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True, locale="zh-CN"
+    )
+    page = await ctx.new_page()
+    await page.goto(f"http://{stack.http_host}:{stack.http_port}/responder")
+    await page.fill("input[name=username]", responder_id)
+    await page.fill("input[name=password]", DEMO_RESPONDER_PASSWORD)
+    await page.click("button[type=submit]")
+    await page.wait_for_selector("#conn[data-state=on]")
+    return page
+
+
+async def test_a_responder_works_a_pushed_task_from_the_phone_page(
+    stack: Settings, http: httpx.AsyncClient, console: Console, browser: Browser, stack_redis: aioredis.Redis
+) -> None:
+    for _ in range(10):  # a spot whose grid worker is on duty and free
+        r = await http.post(
+            "/api/v1/intake/hotline-tickets",
+            headers={"X-Api-Key": KEYS["hotline"]},
+            json=hotline_ticket(f"12345-{uuid.uuid4().hex[:8]}"),
+        )
+        iid = incident_id(r.json()["tracking_no"])
+        incident = await console.wait_incident(iid)
+        own = incident["recommended"]["own_grid_worker"]
+        if own is not None:
+            break
+    assert own is not None
+    rid = own["responder_id"]
+    page = await phone_page(browser, stack, rid)
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    await page.wait_for_selector("#empty:not([hidden])")
+
+    # Manual position fallback (geolocation needs a secure context and a permission).
+    await page.click("details summary")
+    lon, lat = round(incident["location"]["lon"] + 0.0004, 5), round(incident["location"]["lat"], 5)
+    await page.fill("#lon", str(lon))
+    await page.fill("#lat", str(lat))
+    await page.click("#manual")
+    live = LiveState(stack_redis)
+    for _ in range(100):
+        if abs(float((await live.responder(rid)).get("lon", "0")) - lon) < 1e-6:
+            break
+        await asyncio.sleep(0.05)
+    assert abs(float((await live.responder(rid))["lat"]) - lat) < 1e-6
+
+    assert (await command(console, "dispatch", incident_id=iid))["type"] == "ack"
+    card = "li.task button[data-act=accept]"
+    await page.wait_for_selector(card, timeout=15_000)  # pushed, no reload
+    text = await page.inner_text("#tasks")
+    assert "处置任务" in text and "本网格网格员" in text and "13800138000" not in text
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / "responder-task.png"), full_page=True)
+
+    # Another responder cannot act on this task.
+    other = "G-0001" if rid != "G-0001" else "G-0002"
+    intruder = await Phone.open(stack, http, other)
+    task_id = await page.get_attribute(card, "data-task")
+    assert task_id
+    answer = await intruder.act(task_id, "accept")
+    assert answer["type"] == "error" and answer["code"] == "forbidden"
+    await intruder.close()
+
+    await page.click(card)
+    await page.click("button[data-act=en_route]")
+    await page.click("button[data-act=on_scene]")
+    await page.wait_for_selector("textarea[data-note]")
+    await page.fill("textarea[data-note]", "已督促商户清洗油烟管道")
+    await page.fill("input[data-photo]", "http://app.example/p/fixed.jpg")
+    await page.click("button[data-act=done]")
+    view = await wait_for(
+        console,
+        iid,
+        lambda v: v["status"] == "resolved" and any(t["kind"] == "verification" for t in v["tasks"]),
+    )
+    check = next(t for t in view["tasks"] if t["kind"] == "verification")
+    assert check["responder_id"] == rid  # the grid's own worker verifies, on the same phone
+    done = next(t for t in view["tasks"] if t["kind"] == "response")
+    assert done["note"] == "已督促商户清洗油烟管道" and done["photo_urls"] == [
+        "http://app.example/p/fixed.jpg"
+    ]
+    await page.wait_for_selector("li.task:has-text('核查任务') button[data-act=accept]")
+    await page.click("li.task button[data-act=accept]")
+    await page.click("button[data-act=on_scene]")
+    await page.click("button[data-act=pass]")
+    await wait_for(console, iid, lambda v: v["status"] == "closed")
+    await page.wait_for_selector("#empty:not([hidden])")
+    assert not problems, problems
