@@ -27,7 +27,7 @@ from console.http import ConsoleServices, create_http_app
 from console.intake import IntakeService
 from console.live import MAX_FRAME, LiveHub
 from console.registry import RegistryService
-from dispatcher import store
+from dispatcher import casestore, store
 from dispatcher.live import live_recommendation
 from dispatcher.plan import load_plans
 from infra.db import ensure_database, migrate
@@ -112,7 +112,7 @@ async def amain(settings: Settings) -> None:
     consumer = await start_events_consumer(settings)
     sessions = Sessions(pool, redis, settings.session_ttl_s)
     board = Board()
-    board.load([store.incident_view(r) for r in await store.open_incident_rows(pool)])
+    board.load([await casestore.full_view(pool, r) for r in await store.open_incident_rows(pool)])
 
     async def send_command(command: dict[str, Any]) -> None:
         await producer.send_and_wait(

@@ -27,7 +27,7 @@ from dispatcher.case import (
     StopClock,
     TaskInfo,
 )
-from dispatcher.clock import Clock
+from dispatcher.clock import STEP_LABELS, Clock
 from dispatcher.lifecycle import Incident, IncidentState
 from dispatcher.store import append_events
 from dispatcher.task import STATE_LABELS as TASK_LABELS
@@ -266,3 +266,37 @@ async def task_rows(conn: asyncpg.Connection | asyncpg.Pool, incident_id: str) -
             "SELECT * FROM tasks WHERE incident_id = $1 ORDER BY offered_at, task_id", incident_id
         )
     )
+
+
+async def running_clocks(conn: asyncpg.Connection | asyncpg.Pool, incident_id: str) -> list[dict[str, Any]]:
+    """The incident's running step clocks, for countdowns on screens."""
+    rows = await conn.fetch(
+        """SELECT clock_id, step, task_id, started_at, limit_s, warning_ratio FROM clocks
+            WHERE incident_id = $1 AND stopped_at IS NULL ORDER BY started_at""",
+        incident_id,
+    )
+    out = []
+    for r in rows:
+        limit = timedelta(seconds=r["limit_s"])
+        out.append(
+            {
+                "clock_id": r["clock_id"],
+                "step": r["step"],
+                "step_label": STEP_LABELS.get(r["step"], r["step"]),
+                "task_id": r["task_id"],
+                "started_at": r["started_at"].isoformat(),
+                "warn_at": (r["started_at"] + limit * r["warning_ratio"]).isoformat(),
+                "due_at": (r["started_at"] + limit).isoformat(),
+            }
+        )
+    return out
+
+
+async def full_view(conn: asyncpg.Connection | asyncpg.Pool, row: asyncpg.Record) -> dict[str, Any]:
+    """The incident as consoles show it: with its tasks and running clocks."""
+    from dispatcher.store import incident_view
+
+    view = incident_view(row)
+    view["tasks"] = [task_view(t) for t in await task_rows(conn, row["incident_id"])]
+    view["clocks"] = await running_clocks(conn, row["incident_id"])
+    return view

@@ -305,8 +305,7 @@ class IncidentService:
         row = await store.incident_row(conn, incident_id)
         if row is None:
             return []
-        view = store.incident_view(row)
-        view["tasks"] = [casestore.task_view(t) for t in await casestore.task_rows(conn, incident_id)]
+        view = await casestore.full_view(conn, row)
         events = await store.events_of(conn, incident_id)
         if command_id is not None:
             events = [e for e in events if e["event_id"].startswith(f"{command_id}#")]

@@ -77,6 +77,7 @@ async function initMap() {
 async function drawResponders() {
   if (!map.m) return;
   const { responders } = await authed("/api/v1/responders/live");
+  showForces(responders);
   map.responders.clearLayers();
   for (const r of responders) {
     if (!r.on_duty) continue;
@@ -103,6 +104,100 @@ function drawIncidents() {
   }
 }
 
+// --- clocks: the step due soonest, counting down, coloured by status ------------------------
+function fmt(ms) {
+  const neg = ms < 0; let s = Math.floor(Math.abs(ms) / 1000);
+  const d = Math.floor(s / 86400); s %= 86400; const h = Math.floor(s / 3600); s %= 3600; const m = Math.floor(s / 60); s %= 60;
+  const t = d ? `${d}天${h}时` : h ? `${h}时${m}分` : `${m}分${String(s).padStart(2, "0")}秒`;
+  return neg ? `超时${t}` : `剩余${t}`;
+}
+function clockLine(i) {
+  const clocks = (i.clocks || []).slice().sort((a, b) => a.due_at.localeCompare(b.due_at));
+  if (!clocks.length) return "";
+  const c = clocks[0]; const now = Date.now();
+  const cls = now >= Date.parse(c.due_at) ? "overdue" : now >= Date.parse(c.warn_at) ? "at_risk" : "ok";
+  return `<br><small class="clock ${cls}" data-due="${esc(c.due_at)}" data-warn="${esc(c.warn_at)}">${esc(c.step_label)}·${fmt(Date.parse(c.due_at) - now)}</small>`;
+}
+setInterval(() => {
+  const now = Date.now();
+  for (const el of document.querySelectorAll(".clock[data-due]")) {
+    const due = Date.parse(el.dataset.due); const warn = Date.parse(el.dataset.warn);
+    el.className = "clock " + (now >= due ? "overdue" : now >= warn ? "at_risk" : "ok");
+    el.textContent = el.textContent.split("·")[0] + "·" + fmt(due - now);
+  }
+}, 1000);
+
+// --- the incident panel ------------------------------------------------------------------
+const SOURCE_LABEL = { camera: "雪亮工程", hotline: "12345热线", app: "随手拍" };
+async function select(id) {
+  state.selected = id; render();
+  const i = state.incidents.get(id); if (!i) return;
+  $("#panel").hidden = false;
+  $("#p-title").textContent = `${SEV[i.severity]} ${i.title}`;
+  $("#p-meta").textContent = `${SOURCE_LABEL[i.source] || i.source} · ${i.status_label} · ${(i.location || {}).community_name || "辖区外"} ${(i.location || {}).grid_name || ""}`;
+  $("#p-links").innerHTML = extra(i);
+  $("#p-tasks").innerHTML = (i.tasks || []).map((t) => `<li>${esc(t.responder_name)}（${esc(t.org)}）· ${t.kind === "verification" ? "核查" : "处置"} · ${TASK_STATE[t.state] || t.state}${t.note ? "：" + esc(t.note) : ""}</li>`).join("") || '<li class="muted">尚未派遣</li>';
+  send({ type: "recommend", incident_id: id });
+  try {
+    const full = await (await fetch(`/api/v1/incidents/${encodeURIComponent(id)}`, { headers: { Authorization: `Bearer ${state.token}` } })).json();
+    $("#p-reports").innerHTML = (full.reports || []).map((r) => `<li>${SOURCE_LABEL[r.source] || r.source} ${esc(r.source_id)} · ${bj(r.received_at)}${r.payload.caller_phone ? " · 来电 " + esc(r.payload.caller_phone) : ""}</li>`).join("");
+    $("#p-timeline").innerHTML = (full.timeline || []).map((e) => `<li>${bj(e.at)} ${esc(EVENT_LABEL[e.type] || e.type)}${e.reason ? "：" + esc(e.reason) : ""}</li>`).join("");
+  } catch (e) { console.warn(e); }
+}
+const EVENT_LABEL = { "incident.file": "立案", "incident.dispatch": "派遣", "task.offer": "推送任务", "task.accept": "接单",
+  "task.decline": "拒绝", "task.expire": "超时未接", "incident.reoffered": "自动改派", "task.en_route": "出发", "task.on_scene": "到场",
+  "incident.start": "开始处置", "task.done": "完成", "incident.resolve": "处置完毕待核查", "incident.verify_pass": "核查通过",
+  "incident.verify_fail": "核查未通过", "incident.close": "办结", "incident.reopen": "重启", "incident.cancel": "撤销",
+  "incident.merge": "合并", "incident.absorbed": "合并同一事件", "incident.escalated": "督办预警", "incident.feedback": "居民评价",
+  "task.cancel": "撤回任务", "incident.accepted": "已有人接单", "incident.split": "拆分", "incident.camera_recheck": "视频复核" };
+function showRecommendation(msg) {
+  if (msg.incident_id !== state.selected) return;
+  $("#p-plan").textContent = `预案：${msg.plan}${msg.shortfall_text ? "（" + msg.shortfall_text + "）" : ""}`;
+  $("#p-recs").innerHTML = msg.picks.map((p) => `<li>${esc(p.name)}（${KIND_LABEL[p.kind] || p.kind}，${esc(p.org)}）${Math.round(p.distance_m)}米 约${eta(p.eta_s)}
+    <button class="small" data-pick="${esc(p.responder_id)}">派遣</button><br><small class="muted">${p.reasons.map(esc).join("；")}</small></li>`).join("") || '<li class="muted">附近暂无可派力量</li>';
+}
+function dispatchSelected(responders) {
+  if (!state.selected || state.role === "viewer") return;
+  const frame = { type: "dispatch", incident_id: state.selected };
+  if (responders) frame.responders = responders;
+  send(frame);
+}
+
+// --- alerts, escalations, 三率, forces ------------------------------------------------------
+function beep() {
+  try { const c = new (window.AudioContext || window.webkitAudioContext)(); const o = c.createOscillator(); const g = c.createGain();
+    o.frequency.value = 660; o.connect(g); g.connect(c.destination); g.gain.value = 0.2; o.start(); o.stop(c.currentTime + 0.6); } catch (e) { /* no audio */ }
+}
+function severeAlert(i) {
+  const a = $("#alert"); a.textContent = `⚠ 重大事件：${SEV[i.severity]} ${i.title}`; a.hidden = false; beep();
+  clearTimeout(severeAlert.t); severeAlert.t = setTimeout(() => { a.hidden = true; }, 10000);
+}
+function addEscalation(ev, i) {
+  const ul = $("#escalations"); if (ul.querySelector(".muted")) ul.innerHTML = "";
+  const li = document.createElement("li");
+  li.className = ev.data.level === "overdue" ? "clock overdue" : "clock at_risk";
+  li.textContent = `${bj(ev.at)} ${i.title}：${ev.data.message}`;
+  ul.prepend(li);
+}
+async function refreshRates() {
+  try {
+    const r = await (await fetch("/api/v1/rates?by=all", { headers: { Authorization: `Bearer ${state.token}` } })).json();
+    const row = r.rows[0]; const pct = (v) => (v === null || v === undefined ? "—" : `${(v * 100).toFixed(1)}%`);
+    $("#rates").innerHTML = `<tr><th>响应率</th><td>${pct(row.response_rate)}</td><td class="muted">${row.responded}/${row.filed}</td></tr>
+      <tr><th>解决率</th><td>${pct(row.resolution_rate)}</td><td class="muted">${row.resolved}/${row.filed}</td></tr>
+      <tr><th>满意率</th><td>${pct(row.satisfaction_rate)}</td><td class="muted">${row.satisfied}/${row.rated}</td></tr>`;
+  } catch (e) { console.warn(e); }
+}
+function showForces(responders) {
+  const count = {};
+  for (const r of responders) {
+    const k = r.kind; count[k] = count[k] || { free: 0, busy: 0, off: 0 };
+    if (!r.on_duty) count[k].off++; else if (r.status === "available") count[k].free++; else count[k].busy++;
+  }
+  $("#forces").innerHTML = "<tr><th></th><th>待命</th><th>任务中</th><th>不在岗</th></tr>" + ["police", "grid_worker", "volunteer"].map((k) =>
+    `<tr><th>${KIND_LABEL[k]}</th><td>${(count[k] || {}).free || 0}</td><td>${(count[k] || {}).busy || 0}</td><td>${(count[k] || {}).off || 0}</td></tr>`).join("");
+}
+
 function render() {
   const rows = [...state.incidents.values()].sort((a, b) => a.severity - b.severity || a.occurred_at.localeCompare(b.occurred_at));
   $("#count").textContent = rows.length;
@@ -111,11 +206,11 @@ function render() {
     const n = (i.recommended && i.recommended.nearest) || {};
     const loc = i.location || {};
     const place = loc.out_of_area ? '<span class="out">辖区外</span>' : `${esc(loc.grid_name)}<br><small>${esc(loc.community_name)}</small>`;
-    return `<tr data-id="${esc(i.incident_id)}" class="${i._fresh ? "fresh" : ""}">
+    return `<tr data-id="${esc(i.incident_id)}" class="${i._fresh ? "fresh" : ""} ${i.incident_id === state.selected ? "selected" : ""}">
       <td><span class="sev sev${i.severity}">${SEV[i.severity]}</span></td>
       <td>${SOURCE[i.source] || esc(i.source)}</td>
       <td><strong>${esc(i.title)}</strong><br><small>${esc(i.description)}</small>${extra(i)}</td>
-      <td>${place}</td><td>${bj(i.occurred_at)}</td><td>${esc(i.status_label)}${taskLine(i)}${actions(i)}</td>
+      <td>${place}</td><td>${bj(i.occurred_at)}</td><td>${esc(i.status_label)}${clockLine(i)}${taskLine(i)}${actions(i)}</td>
       <td>${who((n.police || [])[0])}</td><td>${who(i.recommended && i.recommended.own_grid_worker)}</td>
       <td>${who((n.grid_worker || [])[0])}</td><td>${who((n.volunteer || [])[0])}</td></tr>`;
   }).join("");
@@ -132,14 +227,19 @@ function onFrame(msg) {
     if (state.seq !== null && msg.seq !== state.seq + 1) { console.warn("gap", state.seq, msg.seq); return reconnect(); }
     state.seq = msg.seq;
     const i = msg.incident; i._fresh = true;
+    if (msg.event.type === "incident.file" && i.severity <= 2) severeAlert(i);
+    if (msg.event.type === "incident.escalated") addEscalation(msg.event, i);
     if (["closed", "cancelled", "merged"].includes(i.status)) state.incidents.delete(i.incident_id);
     else state.incidents.set(i.incident_id, i);
+  } else if (msg.type === "recommendation") {
+    return showRecommendation(msg);
   } else if (msg.type === "error") {
     console.warn("server error", msg);
     if (msg.code === "refused" || msg.code === "forbidden") notice(`命令未执行：${msg.message}`);
     if (msg.code === "unauthorised") return logout("登录已过期，请重新登录");
   }
   render();
+  if (msg.type === "delta" && msg.incident.incident_id === state.selected) select(state.selected);
 }
 
 function connect(url) {
@@ -174,6 +274,7 @@ async function start() {
   const cfg = await (await fetch("/api/v1/config")).json();
   connect(cfg.ws_url);
   initMap().catch((e) => { console.warn(e); $("#map-note").textContent = "地图加载失败"; });
+  refreshRates(); setInterval(refreshRates, 60000);
 }
 
 function logout(message) {
@@ -195,6 +296,16 @@ $("#login").addEventListener("submit", async (e) => {
 $("#logout").addEventListener("click", () => logout());
 $("#incidents").addEventListener("click", (e) => {
   const b = e.target.closest("button.dispatch");
-  if (b) { b.disabled = true; send({ type: "dispatch", incident_id: b.dataset.id }); }
+  if (b) { b.disabled = true; send({ type: "dispatch", incident_id: b.dataset.id }); return; }
+  const row = e.target.closest("tr[data-id]");
+  if (row && !e.target.closest("a")) select(row.dataset.id);
+});
+$("#p-dispatch").addEventListener("click", () => dispatchSelected(null));
+$("#p-recs").addEventListener("click", (e) => {
+  const b = e.target.closest("button[data-pick]"); if (b) { b.disabled = true; dispatchSelected([b.dataset.pick]); }
+});
+document.addEventListener("keydown", (e) => {
+  if (e.target.closest("input, textarea")) return;
+  if (e.key === "d" || e.key === "D") dispatchSelected(null);
 });
 if (state.token) start();

@@ -80,6 +80,18 @@ async def test_operator_sees_three_enriched_incidents_arrive_live(
     assert "随手拍" in app and "网格" in app
     for text in rows.values():
         assert "派出所" in text and "米" in text and "约" in text  # nearest police with distance and ETA
+    # A severe incident (smoke/fire, level I) raises the alarm banner.
+    assert "重大事件" in await page.inner_text("#alert")
+    # The incident panel: live recommendation with reasons, its reports and timeline.
+    await page.click(f"tr[data-id='{ids[0]}'] td:nth-child(3)")
+    await page.wait_for_selector("#p-recs li button[data-pick]", timeout=15_000)
+    assert "预案" in await page.inner_text("#p-plan")
+    await page.wait_for_selector("#p-timeline li")
+    assert "立案" in await page.inner_text("#p-timeline")
+    assert "雪亮工程" in await page.inner_text("#p-reports")
+    assert "响应率" in await page.inner_text("#rates")
+    assert "民警" in await page.inner_text("#forces")
+    assert await page.locator("tr .clock").count() >= 3  # each open incident counts down a step
     # One click dispatches the hotline ticket's plan; the offer shows up in its row, live.
     await page.click(f"tr[data-id='{ids[1]}'] button.dispatch")
     await page.wait_for_function(
