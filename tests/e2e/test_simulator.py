@@ -43,7 +43,7 @@ async def test_the_simulator_runs_the_loop_unattended(
     try:
         while time.monotonic() - started < RUN_AT_MOST_S and not runner.done():
             s = sim.stats
-            if s.reports >= 5 and s.dispatches and s.accepted and s.done and s.resolved_seen | s.closed_seen:
+            if s.reports >= 5 and s.dispatches and s.accepted and s.done and s.closed_seen:
                 break
             await asyncio.sleep(0.5)
     finally:
@@ -58,7 +58,8 @@ async def test_the_simulator_runs_the_loop_unattended(
             "SELECT source, incident_id FROM reports WHERE source_id LIKE 'SIM-%' AND source_id LIKE $1",
             f"%-{sim.reports.run_id}-%",
         )
-        assert len(rows) == stats.reports  # every report went through the real intake
+        # every report went through the real intake (one may have been in flight at the stop)
+        assert stats.reports <= len(rows) <= stats.reports + 1
         assert len({r["source"] for r in rows}) >= 2
         ids = [r["incident_id"] for r in rows if r["incident_id"]]
         assert ids, "no report became an incident"
@@ -87,8 +88,7 @@ async def test_the_simulator_runs_the_loop_unattended(
             ids,
         )
         assert finished > 0 and (stats.resolved_seen | stats.closed_seen)
-        positions = await stack_pg.fetchval("SELECT 1")  # positions go to Kafka/Redis, not PostgreSQL
-        assert positions == 1 and stats.positions > 0
+        assert stats.positions > 0  # travelling and walking responders posted their positions
     finally:
         await _cancel_open(stack, token, stack_pg, sim.reports.run_id)
 
