@@ -17,7 +17,7 @@ from infra.seed import DEMO_RESPONDER_PASSWORD
 from infra.settings import Settings
 from streams.livestate import LiveState
 from tests.e2e.conftest import KEYS, Console, hotline_ticket, incident_id
-from tests.e2e.test_closed_loop import Phone, command, wait_for
+from tests.e2e.test_closed_loop import Phone, wait_for
 from tests.e2e.test_console_page import CHROMIUM, FLAGS, SCREENSHOTS
 
 pytestmark = pytest.mark.e2e
@@ -80,7 +80,25 @@ async def test_a_responder_works_a_pushed_task_from_the_phone_page(
         await asyncio.sleep(0.05)
     assert abs(float((await live.responder(rid))["lat"]) - lat) < 1e-6
 
-    assert (await command(console, "dispatch", incident_id=iid))["type"] == "ack"
+    # The operator's page watches every step live, in the same browser.
+    ops = await (
+        await browser.new_context(viewport={"width": 1600, "height": 900}, locale="zh-CN")
+    ).new_page()
+    await ops.goto(f"http://{stack.http_host}:{stack.http_port}/")
+    await ops.fill("input[name=username]", "duty")
+    await ops.fill("input[name=password]", "duty-demo-2026")
+    await ops.click("button[type=submit]")
+    await ops.wait_for_selector(f"tr[data-id='{iid}']")
+    row = f"tr[data-id='{iid}']"
+
+    async def operator_sees(text: str) -> None:
+        await ops.wait_for_function(
+            f"(document.querySelector(\"{row}\") || {{innerText: ''}}).innerText.includes('{text}')",
+            timeout=15_000,
+        )
+
+    await ops.click(f"{row} button.dispatch")  # one click, on the operator's page
+    await operator_sees("待接单")
     card = "li.task button[data-act=accept]"
     await page.wait_for_selector(card, timeout=15_000)  # pushed, no reload
     text = await page.inner_text("#tasks")
@@ -98,8 +116,11 @@ async def test_a_responder_works_a_pushed_task_from_the_phone_page(
     await intruder.close()
 
     await page.click(card)
+    await operator_sees("已接单")
     await page.click("button[data-act=en_route]")
+    await operator_sees("途中")
     await page.click("button[data-act=on_scene]")
+    await operator_sees("处置中")
     await page.wait_for_selector("textarea[data-note]")
     await page.fill("textarea[data-note]", "已督促商户清洗油烟管道")
     await page.fill("input[data-photo]", "http://app.example/p/fixed.jpg")
@@ -118,7 +139,9 @@ async def test_a_responder_works_a_pushed_task_from_the_phone_page(
     await page.wait_for_selector("li.task:has-text('核查任务') button[data-act=accept]")
     await page.click("li.task button[data-act=accept]")
     await page.click("button[data-act=on_scene]")
+    await operator_sees("已处置待核查")
     await page.click("button[data-act=pass]")
     await wait_for(console, iid, lambda v: v["status"] == "closed")
+    await ops.wait_for_selector(row, state="detached", timeout=15_000)  # closed: off the open queue
     await page.wait_for_selector("#empty:not([hidden])")
     assert not problems, problems
