@@ -2,7 +2,8 @@
 "use strict";
 const SOURCE = { camera: "雪亮工程", hotline: "12345热线", app: "随手拍" };
 const SEV = { 1: "I级", 2: "II级", 3: "III级", 4: "IV级" };
-const state = { token: sessionStorage.getItem("token"), seq: null, incidents: new Map(), ws: null, retry: 0, cmd: 0 };
+const state = { token: sessionStorage.getItem("token"), seq: null, incidents: new Map(), ws: null, retry: 0, cmd: 0,
+  applied: [], resumes: 0, resyncs: 0 };  // applied: "incident@version" of every delta shown (checked by tests)
 const $ = (s) => document.querySelector(s);
 
 function setConn(kind, text) { const c = $("#conn"); c.className = "conn " + kind; c.textContent = text; c.dataset.state = kind; }
@@ -222,15 +223,18 @@ function onFrame(msg) {
   if (msg.type === "snapshot") {
     state.incidents = new Map(msg.incidents.map((i) => [i.incident_id, i]));
     state.seq = msg.seq;
-    if (msg.resync) notice("连接中断期间的更新无法补齐，已重新加载全部在办事件");
+    if (msg.resync) { state.resyncs++; notice("连接中断期间的更新无法补齐，已重新加载全部在办事件"); }
   } else if (msg.type === "delta") {
     if (state.seq !== null && msg.seq !== state.seq + 1) { console.warn("gap", state.seq, msg.seq); return reconnect(); }
     state.seq = msg.seq;
+    state.applied.push(`${msg.incident.incident_id}@${msg.event.version}`);
     const i = msg.incident; i._fresh = true;
     if (msg.event.type === "incident.file" && i.severity <= 2) severeAlert(i);
     if (msg.event.type === "incident.escalated") addEscalation(msg.event, i);
     if (["closed", "cancelled", "merged"].includes(i.status)) state.incidents.delete(i.incident_id);
     else state.incidents.set(i.incident_id, i);
+  } else if (msg.type === "resumed") {
+    state.resumes++;
   } else if (msg.type === "recommendation") {
     return showRecommendation(msg);
   } else if (msg.type === "error") {
