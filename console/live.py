@@ -40,7 +40,7 @@ SendCommand = Callable[[dict[str, Any]], Awaitable[None]]
 Recommender = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 # Operator commands and the fields each must carry (besides incident_id).
-OPERATOR_COMMANDS: Final = {"dispatch", "remove", "resolve", "verify", "cancel", "merge", "split"}
+OPERATOR_COMMANDS: Final = {"dispatch", "remove", "resolve", "verify", "cancel", "merge", "split", "note"}
 COMMANDERS_AND_OPERATORS: Final = {"operator", "commander"}
 TASK_ACTIONS: Final = {"accept", "decline", "en_route", "on_scene", "done"}
 
@@ -304,7 +304,14 @@ class LiveHub:
             client.offer(error_frame("invalid", "incident_id: missing", cid))
             return
         data: dict[str, Any] = {}
-        fields = (("responders", list), ("responder_id", str), ("passed", bool), ("into", str), ("from", str))
+        fields = (
+            ("responders", list),
+            ("responder_id", str),
+            ("passed", bool),
+            ("into", str),
+            ("from", str),
+            ("text", str),
+        )
         for name, types in fields:
             if name in msg:
                 if not isinstance(msg[name], types):

@@ -720,6 +720,15 @@ def _absorb(b: _Builder, ctx: Context) -> None:
     )
 
 
+def _note(b: _Builder, ctx: Context) -> None:
+    """An operator's note on the incident (值班记录): on the timeline, never public."""
+    _require_operator(b.cmd)
+    text = b.cmd.data.get("text")
+    if not isinstance(text, str) or not text.strip() or len(text) > 1000:
+        raise IllegalTransition("text: a note of 1 to 1,000 characters")
+    b.note("incident.note", public=False, text=text.strip())
+
+
 def _split(b: _Builder, ctx: Context) -> None:
     """Operator, on the surviving incident: one of the incidents merged into it was not the
     same event after all. Its reports go back to it and it is handled on its own."""
@@ -832,6 +841,7 @@ _HANDLERS: Final = {
     "merge": _merge,
     "absorb": _absorb,
     "split": _split,
+    "note": _note,
     "unmerge": _unmerge,
     "timer": _timer,
     "feedback": _feedback,

@@ -39,9 +39,10 @@ function actions(i) {
   return canDispatch ? `<br><button class="dispatch" data-id="${esc(i.incident_id)}">一键派遣</button>` : "";
 }
 function send(frame) {
-  if (!state.ws || state.ws.readyState !== WebSocket.OPEN) return notice("未连接，命令未发送");
+  if (!state.ws || state.ws.readyState !== WebSocket.OPEN) { notice("未连接，命令未发送"); return false; }
   frame.id = `${frame.type}-${Date.now()}-${++state.cmd}`;
   state.ws.send(JSON.stringify(frame));
+  return true;
 }
 
 // --- the map: grids, incidents by severity, responders by kind and status ------------------
@@ -142,7 +143,7 @@ async function select(id) {
   try {
     const full = await (await fetch(`/api/v1/incidents/${encodeURIComponent(id)}`, { headers: { Authorization: `Bearer ${state.token}` } })).json();
     $("#p-reports").innerHTML = (full.reports || []).map((r) => `<li>${SOURCE_LABEL[r.source] || r.source} ${esc(r.source_id)} · ${bj(r.received_at)}${r.payload.caller_phone ? " · 来电 " + esc(r.payload.caller_phone) : ""}</li>`).join("");
-    $("#p-timeline").innerHTML = (full.timeline || []).map((e) => `<li>${bj(e.at)} ${esc(EVENT_LABEL[e.type] || e.type)}${e.reason ? "：" + esc(e.reason) : ""}</li>`).join("");
+    $("#p-timeline").innerHTML = (full.timeline || []).map((e) => `<li>${bj(e.at)} ${esc(EVENT_LABEL[e.type] || e.type)}${e.reason ? "：" + esc(e.reason) : ""}${e.data && e.data.text ? "：" + esc(e.data.text) : ""}</li>`).join("");
   } catch (e) { console.warn(e); }
 }
 const EVENT_LABEL = { "incident.file": "立案", "incident.dispatch": "派遣", "task.offer": "推送任务", "task.accept": "接单",
@@ -150,7 +151,8 @@ const EVENT_LABEL = { "incident.file": "立案", "incident.dispatch": "派遣", 
   "incident.start": "开始处置", "task.done": "完成", "incident.resolve": "处置完毕待核查", "incident.verify_pass": "核查通过",
   "incident.verify_fail": "核查未通过", "incident.close": "办结", "incident.reopen": "重启", "incident.cancel": "撤销",
   "incident.merge": "合并", "incident.absorbed": "合并同一事件", "incident.escalated": "督办预警", "incident.feedback": "居民评价",
-  "task.cancel": "撤回任务", "incident.accepted": "已有人接单", "incident.split": "拆分", "incident.camera_recheck": "视频复核" };
+  "task.cancel": "撤回任务", "incident.accepted": "已有人接单", "incident.split": "拆分", "incident.camera_recheck": "视频复核",
+  "incident.note": "值班记录" };
 function showRecommendation(msg) {
   if (msg.incident_id !== state.selected) return;
   $("#p-plan").textContent = `预案：${msg.plan}${msg.shortfall_text ? "（" + msg.shortfall_text + "）" : ""}`;
@@ -305,6 +307,12 @@ $("#incidents").addEventListener("click", (e) => {
   if (row && !e.target.closest("a")) select(row.dataset.id);
 });
 $("#p-dispatch").addEventListener("click", () => dispatchSelected(null));
+$("#p-note").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const text = e.target.text.value.trim();
+  if (!text || !state.selected) return;
+  if (send({ type: "note", incident_id: state.selected, text })) e.target.text.value = "";
+});
 $("#p-recs").addEventListener("click", (e) => {
   const b = e.target.closest("button[data-pick]"); if (b) { b.disabled = true; dispatchSelected([b.dataset.pick]); }
 });

@@ -1276,3 +1276,14 @@ def test_an_operator_splits_a_merged_incident_off_again() -> None:
     back = source.run(forward.command)
     assert back.case.incident.state is S.NEW and back.case.merged_into is None
     assert back.case.clock("dispatch") is not None
+
+
+def test_operators_keep_notes_on_the_timeline() -> None:
+    run = Run()
+    out = run.do("note", text="  已电话联系物业，物业称马上处理  ")
+    assert types(out) == ["incident.note"] and out.events[0].data["text"] == "已电话联系物业，物业称马上处理"
+    assert not out.events[0].public and out.case.incident.state is S.NEW
+    with pytest.raises(IllegalTransition, match="text"):
+        run.do("note", text=" ")
+    with pytest.raises(IllegalTransition, match="operators"):
+        run.do("note", actor="responder:P-1", text="我来记一笔")

@@ -90,6 +90,9 @@ async def test_operator_sees_three_enriched_incidents_arrive_live(
     await page.wait_for_selector("#p-timeline li")
     assert "立案" in await page.inner_text("#p-timeline")
     assert "雪亮工程" in await page.inner_text("#p-reports")
+    await page.fill("#p-note textarea", "已通知消防站，视频持续关注")
+    await page.click("#p-note button")
+    await page.wait_for_selector("#p-timeline li:has-text('已通知消防站')", timeout=15_000)
     assert "响应率" in await page.inner_text("#rates")
     assert "民警" in await page.inner_text("#forces")
     assert await page.locator("tr .clock").count() >= 3  # each open incident counts down a step
@@ -126,7 +129,7 @@ async def test_a_cut_connection_resumes_without_gaps_or_duplicates(
             await page.evaluate("state.ws.close()")
         await asyncio.sleep(0.15)
     for iid in ids:
-        await page.wait_for_selector(f"tr[data-id='{iid}']", timeout=20_000)
+        await page.wait_for_function(f"state.applied.includes('{iid}@1')", timeout=20_000)
     await page.wait_for_selector("#conn[data-state=on]")
     applied = await page.evaluate("state.applied")
     assert len(applied) == len(set(applied)), "a change was shown twice"
