@@ -57,6 +57,11 @@ LEAFLET = next(
 )
 
 
+# Accepted photo formats and the bytes each file starts with.
+PHOTO_TYPES = {"image/jpeg": b"\xff\xd8\xff", "image/png": b"\x89PNG\r\n\x1a\n", "image/webp": b"RIFF"}
+MAX_PHOTO_BYTES = 5 * 1024 * 1024
+
+
 class HttpError(Exception):
     def __init__(self, status: int, error: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -86,9 +91,10 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = MAX_PHOTO_BYTES if scope.get("path") == "/api/v1/photos" else self.limit  # phones' photos
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            await _too_large(self.limit, send)
+        if length is not None and length.isdigit() and int(length) > limit:
+            await _too_large(limit, send)
             return
         seen = 0
 
@@ -97,14 +103,14 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise HttpError(413, "too_large", f"body larger than {self.limit} bytes")
+                if seen > limit:
+                    raise HttpError(413, "too_large", f"body larger than {limit} bytes")
             return message
 
         try:
             await self.app(scope, limited, send)
         except HttpError:
-            await _too_large(self.limit, send)
+            await _too_large(limit, send)
 
 
 async def _too_large(limit: int, send: Send) -> None:
@@ -464,6 +470,47 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         return {"status": "ok"}
 
     grid_cache: dict[str, Any] = {}
+
+    @app.post("/api/v1/photos", status_code=201, tags=["responders"])
+    async def upload_photo(
+        request: Request,
+        user: Annotated[User, Depends(operator)],
+        content_type: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        """A responder's on-site photo (the raw image as the body): answers its URL for task notes."""
+        if user.role != "responder" or not user.responder_id:
+            raise HttpError(403, "forbidden", "only responders upload photos")
+        kind = (content_type or "").split(";")[0].strip().lower()
+        if kind not in PHOTO_TYPES:
+            raise HttpError(
+                415, "unsupported", f"Content-Type must be one of {', '.join(sorted(PHOTO_TYPES))}"
+            )
+        body = await request.body()
+        if not body:
+            raise HttpError(422, "invalid", "body: empty image")
+        if len(body) > MAX_PHOTO_BYTES:
+            raise HttpError(413, "too_large", f"photo larger than {MAX_PHOTO_BYTES} bytes")
+        if not body.startswith(PHOTO_TYPES[kind]):
+            raise HttpError(422, "invalid", f"body: not a {kind} image")
+        photo_id = uuid.uuid4().hex
+        await svc.pool.execute(
+            "INSERT INTO photos (photo_id, responder_id, content_type, bytes) VALUES ($1, $2, $3, $4)",
+            photo_id,
+            user.responder_id,
+            kind,
+            body,
+        )
+        url = str(request.url_for("photo", photo_id=photo_id))
+        return JSONResponse({"photo_id": photo_id, "url": url}, 201)
+
+    @app.get("/api/v1/photos/{photo_id}", tags=["responders"], name="photo")
+    async def photo(photo_id: Annotated[str, PathParam(pattern=r"^[0-9a-f]{32}$")]) -> Response:
+        row = await svc.pool.fetchrow("SELECT content_type, bytes FROM photos WHERE photo_id = $1", photo_id)
+        if row is None:
+            raise HttpError(404, "not_found", "no such photo")
+        return Response(
+            row["bytes"], media_type=row["content_type"], headers={"Cache-Control": "private, max-age=86400"}
+        )
 
     @app.get("/api/v1/grids", tags=["read"])
     async def grids(user: Annotated[User, Depends(operator)]) -> dict[str, Any]:

@@ -44,7 +44,9 @@ function render() {
       <div>${esc(i.description)}</div>
       ${(t.reasons || []).length ? `<div class="meta">派单理由：${t.reasons.map(esc).join("；")}</div>` : ""}
       ${t.state === "on_scene" ? `<textarea placeholder="处置情况说明" data-note="${esc(t.task_id)}"></textarea>
-        <input placeholder="照片链接（http://…）" data-photo="${esc(t.task_id)}">` : ""}
+        <label class="meta">现场照片 <input type="file" accept="image/*" capture="environment" data-file="${esc(t.task_id)}"></label>
+        <input type="hidden" data-photo="${esc(t.task_id)}">
+        <span class="meta" data-photo-state="${esc(t.task_id)}"></span>` : ""}
       <div class="actions">${buttons(t)}</div>
     </li>`;
   }).join("");
@@ -59,6 +61,7 @@ function send(frame) {
 }
 
 function onFrame(msg) {
+  if (msg.type === "ack") return;  // nothing to redraw (and the form being filled in stays as it is)
   if (msg.type === "tasks") {
     state.tasks = new Map(msg.tasks.map((t) => [t.task_id, t]));
     if (msg.tasks.some((t) => t.state === "offered")) alertNewTask();
@@ -156,6 +159,18 @@ $("#tasks").addEventListener("click", (e) => {
   }
   b.disabled = true;
   send(frame);
+});
+
+$("#tasks").addEventListener("change", async (e) => {
+  const input = e.target.closest("input[data-file]"); if (!input || !input.files.length) return;
+  const id = input.dataset.file; const file = input.files[0];
+  const status = document.querySelector(`[data-photo-state="${CSS.escape(id)}"]`);
+  status.textContent = "照片上传中…";
+  const r = await fetch("/api/v1/photos", { method: "POST", body: file,
+    headers: { "Content-Type": file.type || "image/jpeg", Authorization: `Bearer ${state.token}` } });
+  if (!r.ok) { status.textContent = "照片上传失败，请重试"; return; }
+  document.querySelector(`[data-photo="${CSS.escape(id)}"]`).value = (await r.json()).url;
+  status.textContent = "照片已上传";
 });
 
 if (state.token) start();

@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
 from dispatcher.store import create_pool
+from infra.city import generate_city
 from infra.db import drop_database
 from infra.kafka_admin import create_topics
 from infra.seed import DEMO_API_KEYS, seed_all
@@ -29,6 +30,12 @@ from infra.stack import Supervisor
 from tests.conftest import free_port
 
 KEYS = DEMO_API_KEYS
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that post reports at random places run after the others, so none of their reports
+    can be merged (same family, within 300 m and an hour) with a report another test checks."""
+    items.sort(key=lambda item: item.get_closest_marker("random_places") is not None)
 
 
 @pytest.fixture(scope="session")
@@ -134,6 +141,21 @@ _SPOTS = [
 random.Random(os.getpid()).shuffle(_SPOTS)
 
 
+def _spread_cameras() -> list[str]:
+    """Demo cameras far from each other and from the reserved places (their alarms never merge)."""
+    chosen: list[tuple[float, float]] = [*_RESERVED, *_SPOTS]
+    out = []
+    for cam in generate_city().cameras:
+        if all(abs(cam.lon - x) > 0.004 or abs(cam.lat - y) > 0.004 for x, y in chosen):
+            chosen.append((cam.lon, cam.lat))
+            out.append(cam.camera_id)
+    random.Random(os.getpid()).shuffle(out)
+    return out
+
+
+_CAMERAS = _spread_cameras()
+
+
 def _spot() -> tuple[float, float]:
     """The next unused point (see _SPOTS)."""
     if not _SPOTS:
@@ -179,7 +201,7 @@ def camera_alarm(
     alarm_id: str, camera_id: str | None = None, alarm_type: str = "smoke_fire"
 ) -> dict[str, Any]:
     if camera_id is None:
-        camera_id = f"50010800001320{random.randint(1, 600):06d}"  # one of the demo city's cameras
+        camera_id = _CAMERAS.pop()  # a demo camera whose alarms merge with no other test's
     return {
         "alarm_id": alarm_id,
         "camera_id": camera_id,

@@ -9,7 +9,7 @@ import pytest
 from bench.latency import ROW_BROKER, ROW_CONSOLE, ROW_HTTP, Meta, format_report, measure, to_json
 from infra.settings import Settings
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.random_places]
 
 
 async def test_the_benchmark_measures_every_row(stack: Settings) -> None:

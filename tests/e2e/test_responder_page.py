@@ -21,6 +21,11 @@ from tests.e2e.test_closed_loop import Phone, wait_for
 from tests.e2e.test_console_page import CHROMIUM, FLAGS, SCREENSHOTS
 
 pytestmark = pytest.mark.e2e
+# A 1x1 PNG: what a phone's camera would upload.
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360f8cf00000301010018dd8db00000000049454e44ae426082"
+)
 
 
 @pytest.fixture
@@ -123,7 +128,10 @@ async def test_a_responder_works_a_pushed_task_from_the_phone_page(
     await operator_sees("处置中")
     await page.wait_for_selector("textarea[data-note]")
     await page.fill("textarea[data-note]", "已督促商户清洗油烟管道")
-    await page.fill("input[data-photo]", "http://app.example/p/fixed.jpg")
+    await page.set_input_files(
+        "input[data-file]", files=[{"name": "scene.png", "mimeType": "image/png", "buffer": PNG}]
+    )
+    await page.wait_for_selector("[data-photo-state]:has-text('照片已上传')")
     await page.click("button[data-act=done]")
     view = await wait_for(
         console,
@@ -133,9 +141,11 @@ async def test_a_responder_works_a_pushed_task_from_the_phone_page(
     check = next(t for t in view["tasks"] if t["kind"] == "verification")
     assert check["responder_id"] == rid  # the grid's own worker verifies, on the same phone
     done = next(t for t in view["tasks"] if t["kind"] == "response")
-    assert done["note"] == "已督促商户清洗油烟管道" and done["photo_urls"] == [
-        "http://app.example/p/fixed.jpg"
-    ]
+    assert done["note"] == "已督促商户清洗油烟管道"
+    [photo_url] = done["photo_urls"]
+    assert "/api/v1/photos/" in photo_url
+    photo = await http.get(photo_url)
+    assert photo.status_code == 200 and photo.headers["content-type"] == "image/png" and photo.content == PNG
     await page.wait_for_selector("li.task:has-text('核查任务') button[data-act=accept]")
     await page.click("li.task button[data-act=accept]")
     await page.click("button[data-act=on_scene]")

@@ -16,7 +16,7 @@ from infra.settings import Settings
 from infra.simulator import SimConfig, Simulator
 from tests.e2e.conftest import Console
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.random_places]
 
 RUN_AT_MOST_S = 35.0
 
