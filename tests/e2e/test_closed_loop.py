@@ -118,7 +118,7 @@ async def wait_for(console: Console, iid: str, pred: Any, timeout: float = 20.0)
         except TimeoutError:
             tasks_now = [(t["responder_id"], t["state"]) for t in (latest or {}).get("tasks", [])]
             status = latest and latest["status"]
-            raise AssertionError(f"{iid}: not met in {timeout}s; last view {status}, tasks {tasks_now}") from None
+            raise AssertionError(f"{iid}: not met in {timeout}s; last {status}, tasks {tasks_now}") from None
         if frame["type"] == "error":  # a command of this console was refused: say why at once
             raise AssertionError(f"{iid}: a command was refused: {frame}")
         if frame["type"] == "delta" and frame["incident"]["incident_id"] == iid:
