@@ -18,6 +18,7 @@ import httpx
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from playwright.async_api import Browser, async_playwright
 from websockets.asyncio.client import ClientConnection, connect
 
 from dispatcher.store import create_pool
@@ -310,6 +311,28 @@ async def console(stack: Settings, token: str) -> AsyncIterator[Console]:
     c = await Console.open(stack, token)
     yield c
     await c.close()
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (Playwright's own browser download is blocked)
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not os.path.exists(CHROMIUM):  # noqa: ASYNC240 - once per test, before any I/O
+        pytest.fail("Debian's chromium is not installed: run the tests with ./centre test")
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield b
+        await b.close()
 
 
 def incident_id(tracking_no: str) -> str:

@@ -3,39 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
 from infra.settings import ROOT, Settings
 from tests.e2e.conftest import KEYS, app_report, camera_alarm, hotline_ticket, incident_id
 
 pytestmark = pytest.mark.e2e
 SCREENSHOTS = ROOT / ".state" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if not os.path.exists(CHROMIUM):  # noqa: ASYNC240 - once per test, before any I/O
-        pytest.fail("Debian's chromium is not installed: run the tests with ./centre test")
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield b
-        await b.close()
 
 
 async def test_operator_sees_three_enriched_incidents_arrive_live(

@@ -4,21 +4,19 @@ the position is shared, and nobody can act on another responder's task."""
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
 from infra.seed import DEMO_RESPONDER_PASSWORD
 from infra.settings import Settings
 from streams.livestate import LiveState
 from tests.e2e.conftest import KEYS, Console, hotline_ticket, incident_id
 from tests.e2e.test_closed_loop import Phone, wait_for
-from tests.e2e.test_console_page import CHROMIUM, FLAGS, SCREENSHOTS
+from tests.e2e.test_console_page import SCREENSHOTS
 
 pytestmark = pytest.mark.e2e
 # A 1x1 PNG: what a phone's camera would upload.
@@ -26,16 +24,6 @@ PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
     "1f15c4890000000d49444154789c6360f8cf00000301010018dd8db00000000049454e44ae426082"
 )
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if not os.path.exists(CHROMIUM):  # noqa: ASYNC240 - once per test, before any I/O
-        pytest.fail("Debian's chromium is not installed: run the tests with ./centre test")
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield b
-        await b.close()
 
 
 async def phone_page(browser: Browser, stack: Settings, responder_id: str) -> Page:
