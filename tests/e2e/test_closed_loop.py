@@ -102,7 +102,7 @@ async def command(console: Console, type_: str, **fields: Any) -> dict[str, Any]
             return frame
 
 
-async def wait_for(console: Console, iid: str, pred: Any, timeout: float = 20.0) -> dict[str, Any]:
+async def wait_for(console: Console, iid: str, pred: Any, timeout: float = 40.0) -> dict[str, Any]:
     """The newest view of `iid` once `pred(view)` holds."""
     deadline = time.monotonic() + timeout
     latest: dict[str, Any] | None = None
