@@ -7,6 +7,7 @@ touch the demo centre's data and can run while it is up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -30,9 +31,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def broker() -> Iterator[str]:
-    """Bootstrap address of a fresh, empty Tansu broker for this session."""
+@contextlib.contextmanager
+def tansu() -> Iterator[str]:
+    """A fresh, empty Tansu broker on a free port, stopped afterwards."""
     port = free_port()
     proc = start_tansu("127.0.0.1", port, STATE / f"tansu-{port}.log")
     try:
@@ -43,6 +44,13 @@ def broker() -> Iterator[str]:
             proc.wait(5)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[str]:
+    """Bootstrap address of a fresh, empty Tansu broker for this session's integration tests."""
+    with tansu() as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture(scope="session")

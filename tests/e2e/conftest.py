@@ -28,7 +28,7 @@ from infra.kafka_admin import create_topics
 from infra.seed import DEMO_API_KEYS, seed_all
 from infra.settings import Settings
 from infra.stack import Supervisor
-from tests.conftest import free_port
+from tests.conftest import free_port, tansu
 
 KEYS = DEMO_API_KEYS
 
@@ -40,10 +40,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def stack_settings(broker: str) -> Settings:
+def e2e_broker() -> Iterator[str]:
+    """The running centre's own broker: records other tests write to the shared one (raw reports,
+    junk for dead-letter tests) must never become the centre's incidents."""
+    with tansu() as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture(scope="session")
+def stack_settings(e2e_broker: str) -> Settings:
     base = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432")
     return Settings(
-        kafka_bootstrap=broker,
+        kafka_bootstrap=e2e_broker,
         kafka_idempotence=False,
         database_url=f"{base.rstrip('/')}/centre_e2e_{os.getpid()}",
         redis_url=os.environ.get("TEST_E2E_REDIS_URL", "redis://127.0.0.1:6379/14"),
