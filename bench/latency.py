@@ -34,7 +34,6 @@ import random
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -60,7 +59,7 @@ from infra.db import drop_database
 from infra.kafka_admin import create_topics
 from infra.seed import DEMO_API_KEYS, DEMO_USERS, seed_all
 from infra.settings import Settings
-from infra.stack import Supervisor, ensure_postgres, ensure_redis
+from infra.stack import Supervisor, ensure_postgres, ensure_redis, free_port, isolated_settings
 
 TARGET_P50_MS: Final = 100.0
 BENCH_CAMERA: Final = "50010800001320000042"
@@ -520,25 +519,12 @@ async def measure(
 # The isolated stack
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def bench_settings(port: int, partitions: int) -> Settings:
-    pid = os.getpid()
-    base = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432")
-    return Settings(
-        kafka_bootstrap=f"127.0.0.1:{port}",
-        kafka_idempotence=False,  # Tansu refuses idempotent producers
-        database_url=f"{base.rstrip('/')}/centre_bench_{pid}",
-        redis_url=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"),
-        http_port=free_port(),
-        ws_port=free_port(),
-        faust_web_port=free_port(),
-        faust_app_id=f"centre-bench-{pid}",
-        state_dir=f"{Settings().state_dir}/bench",
+    return isolated_settings(
+        "bench",
+        f"127.0.0.1:{port}",
+        os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432"),
+        os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"),
         topic_partitions=partitions,
     )
 

@@ -14,12 +14,14 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from infra.broker import port_open, split_hostport, start_tansu
@@ -189,6 +191,33 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 _say(f"{name} did not stop in time; killing it")
                 proc.kill()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def isolated_settings(
+    tag: str, bootstrap: str, database_base: str, redis_url: str, **overrides: Any
+) -> Settings:
+    """Settings for a throwaway centre beside the demo one (tests, benchmarks): its own database,
+    Redis database, free ports, consumer group and state folder; Tansu refuses idempotent producers."""
+    pid = os.getpid()
+    values: dict[str, Any] = {
+        "kafka_bootstrap": bootstrap,
+        "kafka_idempotence": False,
+        "database_url": f"{database_base.rstrip('/')}/centre_{tag}_{pid}",
+        "redis_url": redis_url,
+        "http_port": free_port(),
+        "ws_port": free_port(),
+        "faust_web_port": free_port(),
+        "faust_app_id": f"centre-{tag}-{pid}",
+        "state_dir": f"{Settings().state_dir}/{tag}",
+        **overrides,
+    }
+    return Settings(**values)
 
 
 def settings_env(s: Settings) -> dict[str, str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,14 +20,9 @@ import redis.asyncio as aioredis
 from infra.broker import start_tansu
 from infra.db import drop_database, ensure_database, migrate
 from infra.settings import Settings
+from infra.stack import free_port
 
 STATE = Path(__file__).resolve().parent.parent / ".state" / "test"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -27,8 +27,8 @@ from infra.db import drop_database
 from infra.kafka_admin import create_topics
 from infra.seed import DEMO_API_KEYS, seed_all
 from infra.settings import Settings
-from infra.stack import Supervisor
-from tests.conftest import free_port, tansu
+from infra.stack import Supervisor, isolated_settings
+from tests.conftest import tansu
 
 KEYS = DEMO_API_KEYS
 
@@ -49,17 +49,11 @@ def e2e_broker() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def stack_settings(e2e_broker: str) -> Settings:
-    base = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432")
-    return Settings(
-        kafka_bootstrap=e2e_broker,
-        kafka_idempotence=False,
-        database_url=f"{base.rstrip('/')}/centre_e2e_{os.getpid()}",
-        redis_url=os.environ.get("TEST_E2E_REDIS_URL", "redis://127.0.0.1:6379/14"),
-        http_port=free_port(),
-        ws_port=free_port(),
-        faust_web_port=free_port(),
-        faust_app_id=f"centre-e2e-{os.getpid()}",
-        state_dir=f"{Settings().state_dir}/e2e",
+    return isolated_settings(
+        "e2e",
+        e2e_broker,
+        os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432"),
+        os.environ.get("TEST_E2E_REDIS_URL", "redis://127.0.0.1:6379/14"),
         topic_partitions=4,
         plans_path=str(E2E_PLANS),
     )
