@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from infra.broker import port_open, split_hostport, start_tansu
 from infra.kafka_admin import create_topics
-from infra.seed import DEMO_API_KEYS, DEMO_USERS, seed_all
+from infra.seed import DEMO_API_KEYS, DEMO_RESPONDER_PASSWORD, DEMO_USERS, seed_all
 from infra.settings import ROOT, Settings
 
 LOCAL = {"127.0.0.1", "localhost", "::1", ""}
@@ -261,6 +261,7 @@ def _banner(s: Settings) -> None:
         f"""
 ==================== 街道基层治理指挥中心 is running ====================
   Console:        {base}/
+  Responder app:  {base}/responder   (phones; any responder id, password {DEMO_RESPONDER_PASSWORD})
   API docs:       {base}/docs   (OpenAPI: {base}/openapi.json)
   WebSocket:      {s.ws_url}
   Kafka:          {s.kafka_bootstrap}     logs: {Path(s.state_dir) / "logs"}
