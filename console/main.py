@@ -110,7 +110,7 @@ async def amain(settings: Settings) -> None:
     producer = make_producer(settings)
     await start_producer(producer)
     consumer = await start_events_consumer(settings)
-    sessions = Sessions(pool, redis, settings.session_ttl_s)
+    sessions = Sessions(pool, settings.session_ttl_s)
     board = Board()
     board.load([await casestore.full_view(pool, r) for r in await store.open_incident_rows(pool)])
 
