@@ -1,32 +1,47 @@
 """The HTTP entry point: intake, registry, read API, login and the browser pages (FastAPI).
 
-Handlers are thin: check who is calling, call a service, shape the answer. Every rejection
-names the problem: 400 malformed JSON, 401 bad or missing credentials, 404 unknown id,
-413 body too large, 422 field and reason, 503 (with Retry-After) when a report cannot be
-made durable right now.
+Handlers are thin: check who is calling, call a service, shape the answer. Every route declares
+who may call it (a dependency made by `needs_key`, `needs_user`, `needs_key_or_user` or `PUBLIC`;
+the app refuses to start with a route that declares nothing), and handlers add object-level
+checks (a responder's own tasks, a photo's incident). The table is docs/security.md.
+Every rejection names the problem: 400 malformed JSON, 401 bad or missing credentials,
+403 a role that may not do this, 404 unknown id, 413 body too large, 422 field and reason,
+429 (with Retry-After) a locked username or throttled address, 503 (with Retry-After) when a
+report cannot be made durable right now.
 """
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import asyncpg
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from console.auth import ApiKeys, Sessions, User
+from console.audit import KINDS, AuditLog, AuditQuery
+from console.auth import ApiKeys, LoginRefused, Sessions, User
 from console.intake import BEIJING, IntakeService, NotDurable, UnknownReference
-from console.masking import masked_incident, masked_payload
+from console.masking import (
+    PERSONAL_FIELDS,
+    masked_event,
+    masked_incident,
+    masked_payload,
+    responder_incident,
+)
+from console.passwords import hash_password
+from console.permissions import Perm, UserRole, key_allows, user_allows
 from console.registry import RegistryService
-from dispatcher import report, store
+from dispatcher import casestore, report, store
 from dispatcher.lifecycle import OPEN_STATES, STATE_LABELS, IncidentState
 from dispatcher.plan import PlanBook, load_plans
 from infra.settings import Settings
@@ -60,6 +75,8 @@ LEAFLET = next(
 # Accepted photo formats and the bytes each file starts with.
 PHOTO_TYPES = {"image/jpeg": b"\xff\xd8\xff", "image/png": b"\x89PNG\r\n\x1a\n", "image/webp": b"RIFF"}
 MAX_PHOTO_BYTES = 5 * 1024 * 1024
+# Task states in which a responder "holds" a task: they may read its incident and its photos.
+HELD_TASK_STATES = frozenset({"offered", "accepted", "en_route", "on_scene", "done"})
 
 
 class HttpError(Exception):
@@ -79,6 +96,7 @@ class ConsoleServices:
     send_command: Callable[[dict[str, Any]], Awaitable[None]] | None = None
     plans: PlanBook = field(default_factory=load_plans)
     live: LiveState | None = None
+    audit: AuditLog | None = None  # default: one on `pool`
 
 
 class BodyLimit:
@@ -113,6 +131,31 @@ class BodyLimit:
             await _too_large(limit, send)
 
 
+class SecurityHeaders:
+    """ASGI middleware: every answer forbids MIME sniffing, framing and leaking the URL onward."""
+
+    HEADERS: Final = [
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+    ]
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *self.HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 async def _too_large(limit: int, send: Send) -> None:
     body = f'{{"error":"too_large","message":"body larger than {limit} bytes"}}'.encode()
     await send(
@@ -143,6 +186,108 @@ class Login(BaseModel):
     password: Annotated[str, Field(min_length=1, max_length=200)]
 
 
+class Reveal(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: Annotated[
+        str, Field(min_length=2, max_length=200, description="why the number is needed (recorded)")
+    ]
+
+
+class UserUpsert(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    display_name: Annotated[str, Field(min_length=1, max_length=64)]
+    role: UserRole
+    password: Annotated[str, Field(min_length=10, max_length=200)] | None = Field(
+        default=None, description="required for a new user; a change logs the user out everywhere"
+    )
+    disabled: bool = Field(default=False, description="true: no login, every session ends now")
+    responder_id: Annotated[str, Field(max_length=64)] | None = Field(
+        default=None, description="the responder this phone login belongs to (role responder only)"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling, once checked: a user's session or an API key's role, and from where."""
+
+    origin: str | None
+    user: User | None = None
+    key_role: str | None = None
+
+    @property
+    def actor(self) -> str:
+        return self.user.actor if self.user is not None else f"key:{self.key_role}"
+
+
+def bearer(authorization: str | None) -> str | None:
+    if authorization and authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip() or None
+    return None
+
+
+def client_ip(request: Request, trusted_proxies: frozenset[str]) -> str | None:
+    """The caller's address: the peer, or behind a trusted proxy (the load balancer) the last
+    X-Forwarded-For hop that is not itself a trusted proxy. Untrusted peers cannot forge it."""
+    peer = request.client.host if request.client else None
+    if peer is None or peer not in trusted_proxies:
+        return peer
+    hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        if hop not in trusted_proxies:
+            return hop[:64]
+    return peer
+
+
+def _rule(check: Callable[..., Awaitable[Any]], rule: str) -> Any:
+    """Mark an access dependency with its rule, for the start-up check and the docs."""
+    check.__access_rule__ = rule  # type: ignore[attr-defined]
+    return Depends(check)
+
+
+async def _public() -> None:
+    """No credentials: the reporter's progress, the pages, health."""
+
+
+_public.__access_rule__ = "public"  # type: ignore[attr-defined]
+PUBLIC = Depends(_public)
+
+
+def access_rules(app: FastAPI) -> dict[tuple[str, str], str]:
+    """(method, path) -> the access rule each route declares. Raises if one declares none."""
+    found: dict[tuple[str, str], str] = {}
+    missing = []
+    for route in app.routes:
+        if not isinstance(route, APIRoute):
+            continue  # docs, openapi.json and the static mounts: public by nature
+        rules = _declared(route.dependant)
+        for method in sorted(route.methods or ()):
+            if len(rules) != 1:
+                missing.append(f"{method} {route.path}: {rules or 'no rule'}")
+            else:
+                found[(method, route.path)] = rules[0]
+    if missing:
+        raise RuntimeError("every route needs exactly one access rule: " + "; ".join(missing))
+    return found
+
+
+def _declared(dependant: Any) -> list[str]:
+    out: list[str] = []
+    for dep in dependant.dependencies:
+        rule = getattr(dep.call, "__access_rule__", None)
+        if rule is not None:
+            out.append(rule)
+        out += _declared(dep)
+    return out
+
+
+NO_STORE = {"Cache-Control": "no-store"}
+# Documented on every route that checks credentials (the fuzz and clients read them).
+AUTH_ANSWERS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing, invalid or expired credentials"},
+    403: {"description": "this role may not do this (or not to this object)"},
+}
+
+
 def create_http_app(svc: ConsoleServices) -> FastAPI:
     app = FastAPI(
         title="街道基层治理指挥中心 API",
@@ -153,6 +298,7 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         ),
     )
     app.add_middleware(BodyLimit, limit=svc.settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(HttpError)
     async def _http_error(request: Request, exc: HttpError) -> JSONResponse:
@@ -172,37 +318,80 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         message = "; ".join(f"{f['field']}: {f['reason']}" for f in fields)
         return JSONResponse({"error": "invalid", "message": message, "fields": fields}, 422)
 
-    async def api_role(x_api_key: Annotated[str | None, Header()] = None) -> str:
-        role = await svc.api_keys.role(x_api_key)
-        if role is None:
-            raise HttpError(
-                401, "unauthorized", "missing or invalid X-Api-Key", {"WWW-Authenticate": "ApiKey"}
-            )
-        return role
+    audit = svc.audit or AuditLog(svc.pool)
+    trusted = frozenset(p.strip() for p in svc.settings.trusted_proxies.split(",") if p.strip())
 
-    def needs_key(*roles: str) -> Any:
-        async def check(role: Annotated[str, Depends(api_role)]) -> str:
-            if role not in roles:
+    def origin(request: Request) -> str | None:
+        return client_ip(request, trusted)
+
+    def needs_key(perm: Perm) -> Any:
+        """An intake source's or the administrator's X-Api-Key that grants `perm`."""
+
+        async def check(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> Caller:
+            role = await svc.api_keys.role(x_api_key)
+            if role is None:
                 raise HttpError(
-                    401,
-                    "unauthorized",
-                    f"this X-Api-Key is not valid for this endpoint (needs {'/'.join(roles)})",
+                    401, "unauthorized", "missing or invalid X-Api-Key", {"WWW-Authenticate": "ApiKey"}
                 )
-            return role
+            if not key_allows(role, perm):
+                # 401 as the intake contract says for a key that is not this endpoint's.
+                raise HttpError(
+                    401, "unauthorized", f"this X-Api-Key is not valid for this endpoint (needs {perm})"
+                )
+            return Caller(origin(request), key_role=role)
 
-        return Depends(check)
+        return _rule(check, f"key:{perm}")
 
-    async def operator(authorization: Annotated[str | None, Header()] = None) -> User:
-        token = authorization[7:] if authorization and authorization.lower().startswith("bearer ") else None
-        user = await svc.sessions.user(token)
+    async def session(authorization: str | None) -> User:
+        user = await svc.sessions.user(bearer(authorization))
         if user is None:
             raise HttpError(
                 401,
                 "unauthorized",
-                "log in first (Authorization: Bearer <token>)",
+                "log in first (Authorization: Bearer <token>); the session may have expired",
                 {"WWW-Authenticate": "Bearer"},
             )
         return user
+
+    def permitted(user: User, perms: tuple[Perm, ...]) -> None:
+        if not any(user_allows(user.role, p) for p in perms):
+            raise HttpError(
+                403, "forbidden", f"role {user.role!r} may not do this (needs {' or '.join(perms)})"
+            )
+
+    def needs_user(*perms: Perm) -> Any:
+        """A session (Authorization: Bearer) whose user's role grants any of `perms`."""
+
+        async def check(request: Request, authorization: Annotated[str | None, Header()] = None) -> Caller:
+            user = await session(authorization)
+            permitted(user, perms)
+            return Caller(origin(request), user=user)
+
+        return _rule(check, "user:" + "|".join(perms))
+
+    def needs_key_or_user(perm: Perm) -> Any:
+        """The administrator's X-Api-Key (machines) or an administrator's session (people)."""
+
+        async def check(
+            request: Request,
+            x_api_key: Annotated[str | None, Header()] = None,
+            authorization: Annotated[str | None, Header()] = None,
+        ) -> Caller:
+            if x_api_key is not None or authorization is None:
+                role = await svc.api_keys.role(x_api_key)
+                if role is None or not key_allows(role, perm):
+                    raise HttpError(
+                        401,
+                        "unauthorized",
+                        f"missing or invalid X-Api-Key (needs {perm}), or log in as an administrator",
+                        {"WWW-Authenticate": "ApiKey"},
+                    )
+                return Caller(origin(request), key_role=role)
+            user = await session(authorization)
+            permitted(user, (perm,))
+            return Caller(origin(request), user=user)
+
+        return _rule(check, f"key|user:{perm}")
 
     def unprocessable(exc: UnknownReference) -> JSONResponse:
         return JSONResponse(
@@ -228,7 +417,10 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
 
     # --- intake ---------------------------------------------------------------------------
     @app.post(
-        "/api/v1/intake/camera-alarms", status_code=202, tags=["intake"], dependencies=[needs_key("camera")]
+        "/api/v1/intake/camera-alarms",
+        status_code=202,
+        tags=["intake"],
+        dependencies=[needs_key(Perm.INTAKE_CAMERA)],
     )
     async def camera_alarm(alarm: CameraAlarm) -> JSONResponse:
         """A 雪亮工程 video-analytics alarm."""
@@ -238,19 +430,27 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         "/api/v1/intake/hotline-tickets",
         status_code=202,
         tags=["intake"],
-        dependencies=[needs_key("hotline")],
+        dependencies=[needs_key(Perm.INTAKE_HOTLINE)],
     )
     async def hotline_ticket(ticket: HotlineTicket) -> JSONResponse:
         """A 12345 hotline ticket."""
         return await take("hotline", ticket)
 
-    @app.post("/api/v1/intake/app-reports", status_code=202, tags=["intake"], dependencies=[needs_key("app")])
+    @app.post(
+        "/api/v1/intake/app-reports",
+        status_code=202,
+        tags=["intake"],
+        dependencies=[needs_key(Perm.INTAKE_APP)],
+    )
     async def app_report(report: AppReport) -> JSONResponse:
         """A resident's 随手拍 report."""
         return await take("app", report)
 
     @app.post(
-        "/api/v1/intake/positions", status_code=202, tags=["intake"], dependencies=[needs_key("positions")]
+        "/api/v1/intake/positions",
+        status_code=202,
+        tags=["intake"],
+        dependencies=[needs_key(Perm.INTAKE_POSITIONS)],
     )
     async def positions(batch: PositionBatch) -> JSONResponse:
         """Responders' positions, up to 1,000 a batch."""
@@ -264,28 +464,139 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
             ) from exc
         return JSONResponse({"accepted": n}, 202)
 
-    # --- registry -------------------------------------------------------------------------
-    @app.put("/api/v1/responders/{responder_id}", tags=["registry"], dependencies=[needs_key("admin")])
-    async def put_responder(responder_id: SourceId, body: ResponderUpsert) -> JSONResponse:
+    # --- registry (administrators; every change audited) -----------------------------------
+    async def admin_audit(
+        caller: Caller, action: str, outcome: str, detail: str | None, data: dict[str, Any]
+    ) -> None:
+        await audit.record(
+            "admin", action, caller.actor, outcome, origin=caller.origin, detail=detail, data=data
+        )
+
+    @app.put("/api/v1/responders/{responder_id}", tags=["registry"], responses=AUTH_ANSWERS)
+    async def put_responder(
+        responder_id: SourceId,
+        body: ResponderUpsert,
+        caller: Annotated[Caller, needs_key_or_user(Perm.REGISTRY_WRITE)],
+    ) -> JSONResponse:
+        data = {"responder_id": responder_id, **body.model_dump()}
         try:
             created = await svc.registry.put_responder(responder_id, body)
         except UnknownReference as exc:
+            await admin_audit(caller, "put_responder", "refused", f"{exc.field}: {exc}", data)
             return unprocessable(exc)
         except NotDurable as exc:
+            await admin_audit(caller, "put_responder", "failed", str(exc), data)
             raise HttpError(503, "unavailable", str(exc), {"Retry-After": "5"}) from exc
-        return JSONResponse({"responder_id": responder_id, **body.model_dump()}, 201 if created else 200)
+        await admin_audit(caller, "put_responder", "created" if created else "updated", None, data)
+        return JSONResponse(data, 201 if created else 200)
 
-    @app.put("/api/v1/cameras/{camera_id}", tags=["registry"], dependencies=[needs_key("admin")])
-    async def put_camera(camera_id: SourceId, body: CameraUpsert) -> JSONResponse:
+    @app.put("/api/v1/cameras/{camera_id}", tags=["registry"], responses=AUTH_ANSWERS)
+    async def put_camera(
+        camera_id: SourceId,
+        body: CameraUpsert,
+        caller: Annotated[Caller, needs_key_or_user(Perm.REGISTRY_WRITE)],
+    ) -> JSONResponse:
         created = await svc.registry.put_camera(camera_id, body)
-        return JSONResponse({"camera_id": camera_id, **body.model_dump()}, 201 if created else 200)
+        data = {"camera_id": camera_id, **body.model_dump()}
+        await admin_audit(caller, "put_camera", "created" if created else "updated", None, data)
+        return JSONResponse(data, 201 if created else 200)
+
+    @app.put("/api/v1/users/{username}", tags=["registry"], responses=AUTH_ANSWERS)
+    async def put_user(
+        username: Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")],
+        body: UserUpsert,
+        caller: Annotated[Caller, needs_user(Perm.USERS_WRITE)],
+    ) -> JSONResponse:
+        """Create or change a console or phone login. A new password, a new role or disabling
+        ends the user's sessions at once; a new password also lifts a lockout."""
+        data: dict[str, Any] = {
+            "username": username,
+            "display_name": body.display_name,
+            "role": body.role,
+            "disabled": body.disabled,
+            "responder_id": body.responder_id,
+            "password_changed": body.password is not None,
+        }
+
+        async def refuse(field_name: str, reason: str) -> JSONResponse:
+            await admin_audit(caller, "put_user", "refused", f"{field_name}: {reason}", data)
+            return unprocessable(UnknownReference(field_name, reason))
+
+        if (body.role == "responder") != (body.responder_id is not None):
+            return await refuse("responder_id", "required for role responder, and only for it")
+        if caller.user is not None and caller.user.username == username and body.disabled:
+            return await refuse("disabled", "an administrator cannot disable their own login")
+        new_hash = await asyncio.to_thread(hash_password, body.password) if body.password else None
+        async with svc.pool.acquire() as conn, conn.transaction():
+            before = await conn.fetchrow(
+                "SELECT role, disabled FROM users WHERE username = $1 FOR UPDATE", username
+            )
+            if before is None and new_hash is None:
+                return await refuse("password", "required for a new user")
+            if body.responder_id is not None and not await conn.fetchval(
+                "SELECT 1 FROM responders WHERE responder_id = $1", body.responder_id
+            ):
+                return await refuse("responder_id", f"unknown responder {body.responder_id!r}")
+            await conn.execute(
+                """INSERT INTO users (username, display_name, role, password_hash, responder_id, disabled)
+                   VALUES ($1, $2, $3, $4, $5, $6)
+                   ON CONFLICT (username) DO UPDATE SET
+                       display_name = EXCLUDED.display_name, role = EXCLUDED.role,
+                       password_hash = COALESCE($7, users.password_hash),
+                       responder_id = EXCLUDED.responder_id, disabled = EXCLUDED.disabled,
+                       updated_at = now()""",
+                username,
+                body.display_name,
+                body.role,
+                new_hash or "",
+                body.responder_id,
+                body.disabled,
+                new_hash,
+            )
+            ends = before is not None and (
+                new_hash is not None
+                or before["role"] != body.role
+                or (body.disabled and not before["disabled"])
+            )
+            data["sessions_ended"] = await svc.sessions.revoke_user(username, conn) if ends else 0
+            if new_hash is not None:
+                await svc.sessions.unlock(username, conn)
+            await audit.record(
+                "admin",
+                "put_user",
+                caller.actor,
+                "created" if before is None else "updated",
+                origin=caller.origin,
+                data=data,
+                conn=conn,
+            )
+        out = {k: v for k, v in data.items() if k != "password_changed"}
+        return JSONResponse(out, 201 if before is None else 200)
 
     # --- sessions -------------------------------------------------------------------------
-    @app.post("/api/v1/auth/login", tags=["auth"])
-    async def login(body: Login) -> JSONResponse:
-        result = await svc.sessions.login(body.username, body.password)
-        if result is None:
-            raise HttpError(401, "unauthorized", "wrong username or password")
+    @app.post(
+        "/api/v1/auth/login",
+        tags=["auth"],
+        dependencies=[PUBLIC],
+        responses={
+            401: {"description": "wrong username or password"},
+            429: {"description": "username locked or address throttled after failed logins (Retry-After)"},
+        },
+    )
+    async def login(request: Request, body: Login) -> JSONResponse:
+        result = await svc.sessions.attempt(body.username, body.password, origin(request))
+        if isinstance(result, LoginRefused):
+            if result.reason == "invalid":
+                raise HttpError(401, "unauthorized", "wrong username or password")
+            minutes = max(1, -(-result.retry_after_s // 60))
+            message = (
+                f"账户因多次登录失败已临时锁定，请{minutes}分钟后再试 / account locked after repeated "
+                f"failed logins: retry in {result.retry_after_s} s"
+                if result.reason == "locked"
+                else f"此地址登录失败次数过多，请{minutes}分钟后再试 / too many failed logins from this "
+                f"address: retry in {result.retry_after_s} s"
+            )
+            raise HttpError(429, result.reason, message, {"Retry-After": str(result.retry_after_s)})
         token, user = result
         return JSONResponse(
             {
@@ -294,52 +605,113 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
                 "display_name": user.display_name,
                 "role": user.role,
                 "expires_in": svc.sessions.ttl_s,
-            }
+            },
+            headers=NO_STORE,
         )
 
-    @app.get("/api/v1/auth/me", tags=["auth"])
-    async def me(user: Annotated[User, Depends(operator)]) -> dict[str, str]:
-        return {"username": user.username, "display_name": user.display_name, "role": user.role}
+    @app.post("/api/v1/auth/logout", status_code=204, tags=["auth"], responses=AUTH_ANSWERS)
+    async def logout(
+        caller: Annotated[Caller, needs_user(Perm.SESSION)],
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        """End this session now (the token stops working everywhere, WebSockets included)."""
+        await svc.sessions.logout(bearer(authorization), caller.origin)
+        return Response(status_code=204)
+
+    @app.get("/api/v1/auth/me", tags=["auth"], responses=AUTH_ANSWERS)
+    async def me(caller: Annotated[Caller, needs_user(Perm.SESSION)]) -> dict[str, Any]:
+        user = caller.user
+        assert user is not None
+        return {
+            "username": user.username,
+            "display_name": user.display_name,
+            "role": user.role,
+            "responder_id": user.responder_id,
+            "permissions": sorted(p.value for p in Perm if user_allows(user.role, p)),
+        }
 
     # --- read side ------------------------------------------------------------------------
-    @app.get("/api/v1/incidents", tags=["read"])
+    def statuses_of(status: str) -> list[str] | None:
+        if status == "all":
+            return None
+        if status == "open":
+            return [s.value for s in OPEN_STATES]
+        statuses = [s.strip() for s in status.split(",") if s.strip()]
+        bad = [s for s in statuses if s not in IncidentState._value2member_map_]
+        if bad:
+            raise HttpError(
+                422,
+                "invalid",
+                f"status: unknown state {bad[0]!r}; use open, all or one of "
+                f"{', '.join(s.value for s in IncidentState)}",
+            )
+        return statuses
+
+    async def my_tasks(responder_id: str, incident_id: str) -> list[dict[str, Any]]:
+        """The responder's own tasks on this incident that they hold (not declined, expired, withdrawn)."""
+        return [
+            t
+            for t in (casestore.task_view(r) for r in await casestore.task_rows(svc.pool, incident_id))
+            if t["responder_id"] == responder_id and t["state"] in HELD_TASK_STATES
+        ]
+
+    @app.get("/api/v1/incidents", tags=["read"], responses=AUTH_ANSWERS)
     async def incidents(
-        user: Annotated[User, Depends(operator)],
+        caller: Annotated[Caller, needs_user(Perm.BOARD_READ, Perm.OWN_TASKS_READ)],
         status: Annotated[
             str, Query(max_length=200, description="open, all, or comma-separated states")
         ] = "open",
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, Any]:
-        if status == "all":
-            statuses: list[str] | None = None
-        elif status == "open":
-            statuses = [s.value for s in OPEN_STATES]
-        else:
-            statuses = [s.strip() for s in status.split(",") if s.strip()]
-            bad = [s for s in statuses if s not in IncidentState._value2member_map_]
-            if bad:
-                raise HttpError(
-                    422,
-                    "invalid",
-                    f"status: unknown state {bad[0]!r}; use open, all or one of "
-                    f"{', '.join(s.value for s in IncidentState)}",
-                )
-        rows = await store.incident_rows(svc.pool, statuses, limit, offset)
-        return {
-            "incidents": [masked_incident(store.incident_view(r)) for r in rows],
-            "limit": limit,
-            "offset": offset,
-        }
+        """Incidents, masked. A responder gets only incidents where they hold a task, in the
+        responder's view (no personal data, no other responders)."""
+        user = caller.user
+        assert user is not None
+        statuses = statuses_of(status)
+        if user_allows(user.role, Perm.BOARD_READ):
+            rows = await store.incident_rows(svc.pool, statuses, limit, offset)
+            return {
+                "incidents": [masked_incident(store.incident_view(r)) for r in rows],
+                "limit": limit,
+                "offset": offset,
+            }
+        rows = await svc.pool.fetch(
+            """SELECT i.* FROM incidents i
+                WHERE ($2::text[] IS NULL OR i.status = ANY($2::text[]))
+                  AND EXISTS (SELECT 1 FROM tasks t WHERE t.incident_id = i.incident_id
+                                 AND t.responder_id = $1 AND t.state = ANY($3::text[]))
+                ORDER BY i.severity, i.occurred_at LIMIT $4 OFFSET $5""",
+            user.responder_id,
+            statuses,
+            list(HELD_TASK_STATES),
+            limit,
+            offset,
+        )
+        out = []
+        for r in rows:
+            mine = await my_tasks(str(user.responder_id), r["incident_id"])
+            out.append(responder_incident(store.incident_view(r), mine))
+        return {"incidents": out, "limit": limit, "offset": offset}
 
-    @app.get("/api/v1/incidents/{incident_id}", tags=["read"])
+    @app.get("/api/v1/incidents/{incident_id}", tags=["read"], responses=AUTH_ANSWERS)
     async def incident(
-        incident_id: Annotated[str, PathParam(max_length=100)], user: Annotated[User, Depends(operator)]
+        incident_id: Annotated[str, PathParam(max_length=100)],
+        caller: Annotated[Caller, needs_user(Perm.BOARD_READ, Perm.OWN_TASKS_READ)],
     ) -> dict[str, Any]:
+        """The full incident (masked) with its tasks, linked reports and timeline; a responder
+        holding a task on it gets the responder's view."""
+        user = caller.user
+        assert user is not None
         row = await store.incident_row(svc.pool, incident_id)
         if row is None:
             raise HttpError(404, "not_found", f"no incident {incident_id!r}")
-        view = masked_incident(store.incident_view(row))
+        if not user_allows(user.role, Perm.BOARD_READ):
+            mine = await my_tasks(str(user.responder_id), incident_id)
+            if not mine:
+                raise HttpError(403, "forbidden", f"you hold no task on incident {incident_id!r}")
+            return responder_incident(store.incident_view(row), mine)
+        view = masked_incident(await casestore.full_view(svc.pool, row))
         view["reports"] = [
             {
                 "tracking_no": r["tracking_no"],
@@ -350,10 +722,73 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
             }
             for r in await store.linked_reports(svc.pool, incident_id)
         ]
-        view["timeline"] = [store.event_view(e) for e in await store.events_of(svc.pool, incident_id)]
+        view["timeline"] = [
+            masked_event(store.event_view(e)) for e in await store.events_of(svc.pool, incident_id)
+        ]
         return view
 
-    @app.get("/api/v1/reports/{tracking_no}", tags=["read"])
+    @app.post("/api/v1/incidents/{incident_id}/reveal", tags=["read"], responses=AUTH_ANSWERS)
+    async def reveal(
+        incident_id: Annotated[str, PathParam(max_length=100)],
+        body: Reveal,
+        caller: Annotated[Caller, needs_user(Perm.REVEAL)],
+    ) -> JSONResponse:
+        """The unmasked contact details of an incident and its linked reports (查看号码), for
+        calling back. Every reveal is audited: who, which incident and fields, why, from where."""
+        row = await store.incident_row(svc.pool, incident_id)
+        if row is None:
+            raise HttpError(404, "not_found", f"no incident {incident_id!r}")
+        view = store.incident_view(row)
+        contact = {f: view[f] for f in PERSONAL_FIELDS if view.get(f)}
+        reports = []
+        for r in await store.linked_reports(svc.pool, incident_id):
+            found = {f: r["payload"][f] for f in PERSONAL_FIELDS if r["payload"].get(f)}
+            if found:
+                reports.append({"tracking_no": r["tracking_no"], "source": r["source"], **found})
+        fields = sorted({*contact, *(f for r in reports for f in r if f in PERSONAL_FIELDS)})
+        entry = await audit.record(
+            "reveal",
+            "reveal",
+            caller.actor,
+            "revealed" if fields else "nothing_to_reveal",
+            origin=caller.origin,
+            incident_id=incident_id,
+            detail=body.reason,
+            # Which fields, never their values: the audit log must not become a copy of them.
+            data={"fields": fields, "tracking_nos": [r["tracking_no"] for r in reports]},
+        )
+        return JSONResponse(
+            {"incident_id": incident_id, **contact, "reports": reports, "fields": fields, "audit_id": entry},
+            headers=NO_STORE,
+        )
+
+    @app.get("/api/v1/audit", tags=["audit"], responses=AUTH_ANSWERS)
+    async def audit_log(
+        caller: Annotated[Caller, needs_user(Perm.AUDIT_READ)],
+        kind: Annotated[str | None, Query(description=f"one of {', '.join(KINDS)}")] = None,
+        actor: Annotated[str | None, Query(max_length=200, description="e.g. operator:duty")] = None,
+        incident_id: Annotated[str | None, Query(max_length=100)] = None,
+        since: Annotated[datetime | None, Query(description="ISO-8601 with offset")] = None,
+        before: Annotated[
+            int | None, Query(ge=1, description="page on: the next_before of the previous page")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> dict[str, Any]:
+        """The audit log, newest first: logins, logouts, commands, reveals, administrative changes.
+        Read-only: no endpoint edits it, and the database refuses UPDATE, DELETE and TRUNCATE."""
+        if kind is not None and kind not in KINDS:
+            raise HttpError(422, "invalid", f"kind: unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+        if since is not None and since.tzinfo is None:
+            raise HttpError(
+                422, "invalid", "since: give a time with its offset, e.g. 2026-11-22T09:30:00+08:00"
+            )
+        entries = await audit.query(AuditQuery(kind, actor, incident_id, since, before, limit))
+        return {
+            "entries": entries,
+            "next_before": entries[-1]["seq"] if len(entries) == limit else None,
+        }
+
+    @app.get("/api/v1/reports/{tracking_no}", tags=["read"], dependencies=[PUBLIC])
     async def report_progress(tracking_no: Annotated[str, PathParam(max_length=40)]) -> dict[str, Any]:
         """Public progress for the reporter (进度随时查): no personal data, public steps only."""
         row = await store.report_by_tracking_no(svc.pool, tracking_no)
@@ -394,7 +829,7 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
             "timeline": timeline,
         }
 
-    @app.post("/api/v1/reports/{tracking_no}/feedback", status_code=202, tags=["read"])
+    @app.post("/api/v1/reports/{tracking_no}/feedback", status_code=202, tags=["read"], dependencies=[PUBLIC])
     async def report_feedback(
         tracking_no: Annotated[str, PathParam(max_length=40)], body: Feedback
     ) -> JSONResponse:
@@ -429,9 +864,9 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
             ) from exc
         return JSONResponse({"tracking_no": tracking_no, "status": "received"}, 202)
 
-    @app.get("/api/v1/rates", tags=["read"])
+    @app.get("/api/v1/rates", tags=["read"], responses=AUTH_ANSWERS)
     async def three_rates(
-        user: Annotated[User, Depends(operator)],
+        caller: Annotated[Caller, needs_user(Perm.BOARD_READ)],
         by: Annotated[Literal["grid", "community", "org", "day", "all"], Query()] = "all",
         since: Annotated[
             date | None, Query(alias="from", description="first Beijing day (default: 7 days ago)")
@@ -460,25 +895,33 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         }
 
     # --- pages ----------------------------------------------------------------------------
-    @app.get("/api/v1/config", tags=["pages"])
+    @app.get("/api/v1/config", tags=["pages"], dependencies=[PUBLIC])
     async def config() -> dict[str, str]:
         return {"ws_url": svc.settings.ws_url}
 
-    @app.get("/healthz", tags=["ops"])
+    @app.get("/healthz", tags=["ops"], dependencies=[PUBLIC])
     async def healthz() -> dict[str, str]:
         await svc.pool.fetchval("SELECT 1")
         return {"status": "ok"}
 
     grid_cache: dict[str, Any] = {}
 
-    @app.post("/api/v1/photos", status_code=201, tags=["responders"])
+    @app.post(
+        "/api/v1/photos",
+        status_code=201,
+        tags=["responders"],
+        responses={**AUTH_ANSWERS, 409: {"description": "no active task to attach the photo to"}},
+    )
     async def upload_photo(
         request: Request,
-        user: Annotated[User, Depends(operator)],
+        caller: Annotated[Caller, needs_user(Perm.PHOTO_UPLOAD)],
         content_type: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
-        """A responder's on-site photo (the raw image as the body): answers its URL for task notes."""
-        if user.role != "responder" or not user.responder_id:
+        """A responder's on-site photo (the raw image as the body), for the task they are working
+        on: answers its URL for the task's report. Only signed-in callers allowed to see that
+        incident can fetch it."""
+        user = caller.user
+        if user is None or not user.responder_id:
             raise HttpError(403, "forbidden", "only responders upload photos")
         kind = (content_type or "").split(";")[0].strip().lower()
         if kind not in PHOTO_TYPES:
@@ -492,28 +935,64 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
             raise HttpError(413, "too_large", f"photo larger than {MAX_PHOTO_BYTES} bytes")
         if not body.startswith(PHOTO_TYPES[kind]):
             raise HttpError(422, "invalid", f"body: not a {kind} image")
+        task = await svc.pool.fetchrow(
+            """SELECT task_id, incident_id FROM tasks
+                WHERE responder_id = $1 AND state IN ('accepted', 'en_route', 'on_scene')
+                ORDER BY updated_at DESC LIMIT 1""",
+            user.responder_id,
+        )
+        if task is None:
+            raise HttpError(
+                409, "no_active_task", "photos belong to a task you have accepted: none is active"
+            )
         photo_id = uuid.uuid4().hex
         await svc.pool.execute(
-            "INSERT INTO photos (photo_id, responder_id, content_type, bytes) VALUES ($1, $2, $3, $4)",
+            """INSERT INTO photos (photo_id, responder_id, content_type, bytes, incident_id, task_id)
+               VALUES ($1, $2, $3, $4, $5, $6)""",
             photo_id,
             user.responder_id,
             kind,
             body,
+            task["incident_id"],
+            task["task_id"],
         )
         url = str(request.url_for("photo", photo_id=photo_id))
         return JSONResponse({"photo_id": photo_id, "url": url}, 201)
 
-    @app.get("/api/v1/photos/{photo_id}", tags=["responders"], name="photo")
-    async def photo(photo_id: Annotated[str, PathParam(pattern=r"^[0-9a-f]{32}$")]) -> Response:
-        row = await svc.pool.fetchrow("SELECT content_type, bytes FROM photos WHERE photo_id = $1", photo_id)
+    @app.get("/api/v1/photos/{photo_id}", tags=["responders"], name="photo", responses=AUTH_ANSWERS)
+    async def photo(
+        photo_id: Annotated[str, PathParam(pattern=r"^[0-9a-f]{32}$")],
+        caller: Annotated[Caller, needs_user(Perm.SESSION)],
+    ) -> Response:
+        """The photo, with Authorization: Bearer (pages fetch it and show a blob URL). Allowed:
+        staff who read the board, the uploader, and responders holding a task on its incident."""
+        user = caller.user
+        assert user is not None
+        row = await svc.pool.fetchrow(
+            "SELECT responder_id, incident_id, content_type, bytes FROM photos WHERE photo_id = $1", photo_id
+        )
         if row is None:
             raise HttpError(404, "not_found", "no such photo")
+        allowed = user_allows(user.role, Perm.PHOTO_READ_ANY) or (
+            user.responder_id is not None
+            and (
+                row["responder_id"] == user.responder_id
+                or (
+                    row["incident_id"] is not None
+                    and bool(await my_tasks(user.responder_id, row["incident_id"]))
+                )
+            )
+        )
+        if not allowed:
+            raise HttpError(403, "forbidden", "this photo belongs to an incident you hold no task on")
         return Response(
-            row["bytes"], media_type=row["content_type"], headers={"Cache-Control": "private, max-age=86400"}
+            row["bytes"],
+            media_type=row["content_type"],
+            headers={"Cache-Control": "private, max-age=3600", "Vary": "Authorization"},
         )
 
-    @app.get("/api/v1/grids", tags=["read"])
-    async def grids(user: Annotated[User, Depends(operator)]) -> dict[str, Any]:
+    @app.get("/api/v1/grids", tags=["read"], responses=AUTH_ANSWERS)
+    async def grids(caller: Annotated[Caller, needs_user(Perm.BOARD_READ)]) -> dict[str, Any]:
         """The street's grids as GeoJSON (for the console's map)."""
         if not grid_cache:
             rows = await svc.pool.fetch(
@@ -538,8 +1017,8 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
             }
         return dict(grid_cache["fc"])
 
-    @app.get("/api/v1/responders/live", tags=["read"])
-    async def responders_live(user: Annotated[User, Depends(operator)]) -> dict[str, Any]:
+    @app.get("/api/v1/responders/live", tags=["read"], responses=AUTH_ANSWERS)
+    async def responders_live(caller: Annotated[Caller, needs_user(Perm.BOARD_READ)]) -> dict[str, Any]:
         """Every located responder with kind, organisation, duty and status (for the map)."""
         if svc.live is None:
             raise HttpError(503, "unavailable", "live state not connected", {"Retry-After": "5"})
@@ -565,20 +1044,21 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
             )
         return {"responders": out}
 
-    @app.get("/", include_in_schema=False)
+    @app.get("/", include_in_schema=False, dependencies=[PUBLIC])
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
-    @app.get("/responder", include_in_schema=False)
+    @app.get("/responder", include_in_schema=False, dependencies=[PUBLIC])
     async def responder_page() -> FileResponse:
         """The responders' mobile page (手机端)."""
         return FileResponse(STATIC / "responder.html")
 
-    @app.get("/favicon.ico", include_in_schema=False)
+    @app.get("/favicon.ico", include_in_schema=False, dependencies=[PUBLIC])
     async def favicon() -> Response:
         return Response(status_code=204)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     if LEAFLET.is_dir():  # installed by ./centre (npm); the page says so when it is missing
         app.mount("/vendor/leaflet", StaticFiles(directory=LEAFLET), name="leaflet")
+    app.state.access_rules = access_rules(app)  # refuses to build an app with an unguarded route
     return app

@@ -1,8 +1,32 @@
-"""Personal data on screens: callers' phones and reporters' identities are masked."""
+"""Personal data on screens: callers' phones and names and reporters' identities are masked.
+
+Every incident, report payload and timeline event a console or the read API shows passes
+through here; the unmasked values leave the server only through the audited reveal endpoint.
+Responders' phones get `responder_incident`, which carries no personal data at all.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
+
+# The personal fields of reports and incidents (DESIGN: masked on screens).
+PERSONAL_FIELDS: Final = ("caller_phone", "caller_name", "reporter_id")
+# What a responder's phone may know of an incident they hold a task on.
+RESPONDER_FIELDS: Final = (
+    "incident_id",
+    "status",
+    "status_label",
+    "category",
+    "category_label",
+    "severity",
+    "title",
+    "description",
+    "occurred_at",
+    "due_at",
+    "location",
+    "out_of_area",
+    "round",
+)
 
 
 def mask_phone(phone: str | None) -> str | None:
@@ -44,4 +68,20 @@ def masked_payload(source: str, payload: dict[str, Any]) -> dict[str, Any]:
         out["caller_name"] = mask_name(out["caller_name"])
     if "reporter_id" in out:
         out["reporter_id"] = mask_id(out["reporter_id"])
+    return out
+
+
+def masked_event(event: dict[str, Any]) -> dict[str, Any]:
+    """A timeline event whose data might carry a report's personal fields."""
+    data = event.get("data")
+    if not isinstance(data, dict) or not any(f in data for f in PERSONAL_FIELDS):
+        return event
+    return {**event, "data": masked_payload("event", data)}
+
+
+def responder_incident(view: dict[str, Any], my_tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The incident as a tasked responder sees it: the job, no personal data, no other
+    responders (their positions and names are not theirs to know), only their own tasks."""
+    out = {k: view.get(k) for k in RESPONDER_FIELDS}
+    out["tasks"] = my_tasks
     return out

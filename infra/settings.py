@@ -84,6 +84,13 @@ class Settings:
     session_ttl_s: int = field(
         default=8 * 3600, metadata={"env": "SESSION_TTL_S", "doc": "Operator session lifetime (idle)"}
     )
+    trusted_proxies: str = field(
+        default="",
+        metadata={
+            "env": "TRUSTED_PROXIES",
+            "doc": "Comma-separated proxy IPs whose X-Forwarded-For names the client (the load balancer)",
+        },
+    )
     sim_reports_per_min: int = field(
         default=6,
         metadata={
