@@ -9,23 +9,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from dispatcher import outbox
 from dispatcher.case import CaseCommand
-from dispatcher.commands import command_json, parse_command
+from dispatcher.commands import parse_command
+from dispatcher.livekeeper import LiveKeeper
 from dispatcher.plan import load_plans
 from dispatcher.service import IncidentService, Result
 from dispatcher.store import create_pool
 from infra.db import ensure_database, migrate
+from infra.faults import TRANSIENT
 from infra.settings import Settings
 from streams import topics
 from streams.kafka import make_consumer, make_producer, start_producer, stop_on_signals
@@ -35,14 +39,25 @@ from streams.records import DeadLetter, EnrichedIncident
 
 log = logging.getLogger("dispatcher")
 TIMER_TICK_S = 0.2
+RELAY_TICK_S = 1.0
 MAX_UNEXPECTED = 3  # a record that keeps failing for no transient reason is dead-lettered
-TRANSIENT = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    KafkaError,
-)
+
+
+def timer_command(r: Mapping[str, Any]) -> dict[str, Any]:
+    """A due timer as a command on its incident (its id makes a second firing change nothing)."""
+    return {
+        "command_id": f"timer:{r['timer_id']}",
+        "incident_id": r["incident_id"],
+        "action": "timer",
+        "actor": "system:timer",
+        "at": r["fire_at"].isoformat(),
+        "data": {
+            "timer_id": r["timer_id"],
+            "kind": r["kind"],
+            "clock_id": r["clock_id"],
+            "task_id": r["task_id"],
+        },
+    }
 
 
 class Dispatcher:
@@ -95,9 +110,16 @@ class Dispatcher:
             await self._pool.close()
 
     async def run(self) -> None:
-        """Consume until stopped; the timer loop is owned here and cancelled on the way out."""
+        """Consume until stopped. The background loops are owned here: a dead loop is a dead
+        dispatcher (surfaced at once), and every loop is cancelled on the way out."""
         assert self._consumer is not None and self._service is not None
-        timers = asyncio.create_task(self._fire_timers(), name="timers")
+        assert self._pool is not None and self._redis is not None
+        keeper = LiveKeeper(self._pool, self._redis, self._service, self.settings.live_snapshot_s)
+        loops = [
+            asyncio.create_task(self._fire_timers(), name="timers"),
+            asyncio.create_task(self._relay(), name="outbox-relay"),
+            asyncio.create_task(keeper.run(self._stopping), name="live-keeper"),
+        ]
         try:
             while not self._stopping.is_set():
                 batches = await self._consumer.getmany(timeout_ms=200)
@@ -106,58 +128,70 @@ class Dispatcher:
                         await self._handle(self._service, record)
                 if batches:
                     await self._consumer.commit()
-                if timers.done():
-                    timers.result()  # a dead timer loop is a dead dispatcher: surface it
+                for loop in loops:
+                    if loop.done():
+                        loop.result()
         finally:
-            timers.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await timers
+            for loop in loops:
+                loop.cancel()
+            for loop in loops:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop
 
     async def _fire_timers(self) -> None:
-        """Durable timers: each due timer becomes a command on its incident's partition, then is
-        marked fired in the same transaction. A crash in between fires it again; the command id
-        (the timer id) makes the second firing change nothing."""
-        assert self._pool is not None and self._producer is not None
+        """Durable timers: each due timer becomes a command in the outbox, in the same transaction
+        that marks it fired, and is published at once; the outbox re-sends it until the case
+        applies it, so a broker that loses it delays it but never drops it. The command id (the
+        timer id) makes every extra delivery change nothing: each clock fires once."""
+        assert self._pool is not None
         while not self._stopping.is_set():
+            due: list[outbox.Message] = []
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
                     rows = await conn.fetch(
                         """SELECT * FROM timers WHERE fired_at IS NULL AND cancelled_at IS NULL
                               AND fire_at <= now() ORDER BY fire_at LIMIT 200 FOR UPDATE SKIP LOCKED"""
                     )
-                    futures = []
-                    for r in rows:
-                        cmd = {
-                            "command_id": f"timer:{r['timer_id']}",
-                            "incident_id": r["incident_id"],
-                            "action": "timer",
-                            "actor": "system:timer",
-                            "at": r["fire_at"].isoformat(),
-                            "data": {
-                                "timer_id": r["timer_id"],
-                                "kind": r["kind"],
-                                "clock_id": r["clock_id"],
-                                "task_id": r["task_id"],
-                            },
-                        }
-                        futures.append(
-                            await self._producer.send(
-                                topics.INCIDENTS_COMMANDS,
-                                key=r["incident_id"].encode(),
-                                value=orjson.dumps(cmd),
-                            )
-                        )
-                    for fut in futures:
-                        await fut
+                    due = [outbox.command_message(timer_command(r)) for r in rows]
+                    await outbox.enqueue(conn, due)
                     if rows:
                         await conn.execute(
                             "UPDATE timers SET fired_at = now() WHERE timer_id = ANY($1::text[])",
                             [r["timer_id"] for r in rows],
                         )
+                if due:
+                    await self._publish(due)
+                    await outbox.mark_sent(self._pool, [m.message_id for m in due])
             except TRANSIENT as exc:
                 log.warning("timer loop: %r", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), TIMER_TICK_S)
+
+    async def _relay(self) -> None:
+        """Re-send outbox messages nobody confirmed (lost by the broker, or never sent)."""
+        assert self._pool is not None
+        s = self.settings
+        last_prune = 0.0
+        while not self._stopping.is_set():
+            try:
+                n = await outbox.relay_once(
+                    self._pool, self._publish, s.redeliver_after_s, s.redeliver_attempts
+                )
+                if n:
+                    log.info("outbox: re-sent %d unconfirmed commands", n)
+                if time.monotonic() - last_prune > 3600:
+                    await outbox.prune(self._pool)
+                    last_prune = time.monotonic()
+            except TRANSIENT as exc:
+                log.warning("outbox relay: %r", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), RELAY_TICK_S)
+
+    async def _publish(self, messages: Sequence[outbox.Message]) -> None:
+        assert self._producer is not None
+        futures = [await self._producer.send(m.topic, key=m.key.encode(), value=m.value) for m in messages]
+        for fut in futures:
+            await fut
 
     async def _handle(self, service: IncidentService, record: ConsumerRecord) -> None:
         if record.topic == topics.INCIDENTS_COMMANDS:
@@ -219,16 +253,13 @@ class Dispatcher:
                             topics.INCIDENTS_EVENTS, key=incident_id.encode(), value=orjson.dumps(refusal)
                         )
                     )
-                for forward in result.forwards:
-                    futures.append(
-                        await self._producer.send(
-                            topics.INCIDENTS_COMMANDS,
-                            key=forward.incident_id.encode(),
-                            value=orjson.dumps(command_json(forward)),
-                        )
-                    )
+                forwards = [outbox.command_message(f) for f in result.forwards]
+                for m in forwards:  # already in the outbox: sent now, re-sent if lost
+                    futures.append(await self._producer.send(m.topic, key=m.key.encode(), value=m.value))
                 for fut in futures:
                     await fut
+                if forwards:
+                    await outbox.mark_sent(self._pool, [m.message_id for m in forwards])
                 return
             except TRANSIENT as exc:
                 if self._stopping.is_set():

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from dispatcher import casestore, store
+from dispatcher import casestore, outbox, store
 from dispatcher.case import (
     ACTIONS,
     Case,
@@ -111,6 +111,7 @@ class IncidentService:
                 outcome = decide(case, merge, Context(plan))
                 later = await casestore.save_outcome(conn, outcome)
                 result.forwards = [e.command for e in later if isinstance(e, Forward)]
+                await outbox.enqueue(conn, [outbox.command_message(f) for f in result.forwards])
             result.messages = await self._messages(conn, rec.incident_id, None)
         return result
 
@@ -152,6 +153,7 @@ class IncidentService:
             result.refused = f"unknown action {cmd.action!r}"
             return result
         async with self._pool.acquire() as conn, conn.transaction():
+            await outbox.confirm(conn, cmd.command_id)  # applied or refused: it arrived
             if not await store.mark_processed(conn, cmd.command_id, cmd.incident_id):
                 result.messages = await self._messages(conn, cmd.incident_id, cmd.command_id)
                 return result
@@ -213,6 +215,7 @@ class IncidentService:
                 )
             await self._audit(conn, cmd, "applied", None)
             result.forwards = [e.command for e in later if isinstance(e, Forward)]
+            await outbox.enqueue(conn, [outbox.command_message(f) for f in result.forwards])
             result.statuses = [e for e in later if isinstance(e, SetResponderStatus)]
             result.messages = await self._messages(conn, cmd.incident_id, cmd.command_id)
         await self._apply_statuses(result.statuses)

@@ -46,6 +46,7 @@ DEMO_USERS: Final = [
     ("duty", "值班员张伟", "operator", "duty-demo-2026"),
     ("commander", "指挥长李强", "commander", "commander-demo-2026"),
     ("viewer", "观察员", "viewer", "viewer-demo-2026"),
+    ("admin", "系统管理员", "admin", "admin-demo-2026"),  # registry, accounts, audit log
 ]
 
 DEMO_RESPONDER_PASSWORD: Final = "responder-demo-2026"
@@ -227,6 +228,7 @@ async def seed_redis(
             await live.put_camera(c.camera_id, c.name, c.lon, c.lat)
 
     await asyncio.gather(*(worker() for _ in range(max(1, workers))))
+    await live.mark_populated()
     counts = {"responders": len(city.responders), "cameras": len(city.cameras)}
     for kind in KINDS:
         counts[f"available_{kind}"] = int(await redis.zcard(topics.available_key(kind)))

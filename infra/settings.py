@@ -42,6 +42,14 @@ class Settings:
             "doc": "WebSocket URL given to browsers (default ws://<host>:<WS_PORT>)",
         },
     )
+    ws_allowed_origins: str = field(
+        default="",
+        metadata={
+            "env": "WS_ALLOWED_ORIGINS",
+            "doc": "Pages (Origin) allowed to open the WebSocket, comma-separated; * for any "
+            "(default http://127.0.0.1:<HTTP_PORT>, http://localhost:<HTTP_PORT>)",
+        },
+    )
     topic_partitions: int = field(
         default=6, metadata={"env": "TOPIC_PARTITIONS", "doc": "Partitions per pipeline topic"}
     )
@@ -91,6 +99,28 @@ class Settings:
             "doc": "Comma-separated proxy IPs whose X-Forwarded-For names the client (the load balancer)",
         },
     )
+    redeliver_after_s: int = field(
+        default=10,
+        metadata={
+            "env": "REDELIVER_AFTER_S",
+            "doc": "Re-publish an unconfirmed report or command after this long (doubling each time)",
+        },
+    )
+    redeliver_attempts: int = field(
+        default=8,
+        metadata={"env": "REDELIVER_ATTEMPTS", "doc": "Re-publish at most this many times, then alert"},
+    )
+    board_resync_s: float = field(
+        default=5.0,
+        metadata={"env": "BOARD_RESYNC_S", "doc": "Consoles compare their board with PostgreSQL this often"},
+    )
+    live_snapshot_s: float = field(
+        default=10.0,
+        metadata={
+            "env": "LIVE_SNAPSHOT_S",
+            "doc": "Responder positions copied to PostgreSQL this often (rebuilds a lost Redis)",
+        },
+    )
     sim_reports_per_min: int = field(
         default=6,
         metadata={
@@ -111,6 +141,11 @@ class Settings:
                     values[f.name] = int(raw)
                 except ValueError:
                     raise ValueError(f"{f.metadata['env']}={raw!r}: expected a whole number") from None
+            elif f.type in ("float", float):
+                try:
+                    values[f.name] = float(raw)
+                except ValueError:
+                    raise ValueError(f"{f.metadata['env']}={raw!r}: expected a number") from None
             elif f.type in ("bool", bool):
                 values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
             else:

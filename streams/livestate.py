@@ -8,6 +8,7 @@ older than the one stored is ignored (replays and out-of-order fixes change noth
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -98,6 +99,14 @@ class LiveState:
         script = script.replace("'GRIDKEY:'", repr(topics.GRID_WORKERS_KEY))
         self._roster = redis.register_script(script)
         self._status = redis.register_script(_SET_STATUS.replace("'GEOKEY:'", repr(geo_prefix)))
+
+    async def mark_populated(self) -> None:
+        """Live state holds the whole roster (after seeding or a rebuild from PostgreSQL)."""
+        await self._r.set(topics.LIVE_EPOCH_KEY, str(time.time()), nx=True)  # since when: kept
+
+    async def populated(self) -> bool:
+        """False once Redis has lost its data (it keeps nothing across a restart)."""
+        return bool(await self._r.exists(topics.LIVE_EPOCH_KEY))
 
     async def apply_roster(self, responder_id: str, fields: Mapping[str, Any]) -> None:
         """Roster fields from the registry: name, kind, org, skills, on_duty, grid_id."""

@@ -38,6 +38,7 @@ RESPONDER_KEY: Final = "responder:"  # hash per responder: roster fields + live 
 AVAILABLE_GEO_KEY: Final = "available:"  # GEO set per kind of responders free to dispatch
 GRID_WORKERS_KEY: Final = "grid:workers:"  # set per grid of the grid workers responsible for it
 CAMERA_KEY: Final = "camera:"  # hash per camera: name, lon, lat
+LIVE_EPOCH_KEY: Final = "live:epoch"  # set once live state holds the whole roster (absent: rebuild)
 SESSION_KEY: Final = "session:"  # operator session token -> user (expires when idle)
 
 

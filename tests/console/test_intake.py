@@ -110,11 +110,71 @@ async def test_a_report_that_cannot_be_published_is_refused_then_republished(
     await pool.execute(
         "UPDATE reports SET received_at = received_at - interval '1 minute' WHERE source_id = $1", rid2
     )
-    assert await IntakeService(pool, producer).republish_pending(older_than_s=5) >= 1
+    assert await IntakeService(pool, producer).reconcile(redeliver_after_s=10, max_attempts=8) >= 1
     tracking2 = await pool.fetchval(
         "SELECT tracking_no FROM reports WHERE source_id = $1 AND published_at IS NOT NULL", rid2
     )
     assert tracking2 and len(await raw_records(broker, tracking2)) == 1
+
+
+async def test_an_acknowledged_report_not_in_an_incident_is_published_again_with_back_off(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, broker: str
+) -> None:
+    """A broker that comes back empty loses published reports: the inbox sends them again
+    until the dispatcher files them, doubling the wait each time, and stops after the cap."""
+    intake = IntakeService(pool, producer)
+    lost = await intake.accept("app", report(f"SSP-{uuid.uuid4().hex[:8]}"))
+    filed = await intake.accept("app", report(f"SSP-{uuid.uuid4().hex[:8]}"))
+    await pool.execute(
+        "UPDATE reports SET incident_id = 'INC-' || tracking_no WHERE tracking_no = $1", filed.tracking_no
+    )
+    ours = [lost.tracking_no, filed.tracking_no]
+
+    async def attempts() -> dict[str, int]:
+        rows = await pool.fetch(
+            "SELECT tracking_no, attempts FROM reports WHERE tracking_no = ANY($1::text[])", ours
+        )
+        return {r["tracking_no"]: r["attempts"] for r in rows}
+
+    assert await attempts() == {lost.tracking_no: 1, filed.tracking_no: 1}
+    await intake.reconcile(redeliver_after_s=10, max_attempts=3)
+    assert (await attempts())[lost.tracking_no] == 1  # not due yet
+
+    async def age(seconds: int) -> None:
+        await pool.execute(
+            """UPDATE reports SET published_at = published_at - make_interval(secs => $2)
+                WHERE tracking_no = ANY($1::text[])""",
+            ours,
+            seconds,
+        )
+
+    await age(11)
+    await intake.reconcile(redeliver_after_s=10, max_attempts=3)
+    assert await attempts() == {lost.tracking_no: 2, filed.tracking_no: 1}  # filed: left alone
+    await age(11)
+    await intake.reconcile(redeliver_after_s=10, max_attempts=3)
+    assert (await attempts())[lost.tracking_no] == 2  # the second wait is twice as long
+    await age(10)
+    await intake.reconcile(redeliver_after_s=10, max_attempts=3)
+    assert (await attempts())[lost.tracking_no] == 3
+    await age(3600)
+    await intake.reconcile(redeliver_after_s=10, max_attempts=3)
+    assert (await attempts())[lost.tracking_no] == 3  # the cap: an alert, no endless re-sends
+    assert len(await raw_records(broker, lost.tracking_no)) == 3
+    assert len(await raw_records(broker, filed.tracking_no)) == 1
+
+
+async def test_intake_refuses_rather_than_acknowledges_when_the_database_is_away(
+    producer: AIOKafkaProducer, database_url: str
+) -> None:
+    """Every database failure on the way to recording the report is a 503, never a 500 or a 2xx
+    (the fault drills restart a real PostgreSQL; here the pool is simply gone)."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    assert pool is not None
+    intake = IntakeService(pool, producer)
+    await pool.close()
+    with pytest.raises(NotDurable, match="database unavailable"):
+        await intake.accept("app", report(f"SSP-{uuid.uuid4().hex[:8]}"))
 
 
 async def test_unknown_camera_and_responder_are_refused_naming_the_field(

@@ -16,6 +16,7 @@ from console.passwords import hash_password, verify_password
 from dispatcher.geo import Grid, GridIndex
 from infra.city import CONTRACT_CAMERA_ID, City, generate_city
 from infra.seed import DEMO_API_KEYS, DEMO_USERS, api_key_hash, seed_postgres, seed_redis
+from streams import topics
 from streams.livestate import LiveState
 
 TABLES = ("communities", "grids", "cameras", "responders", "api_keys", "users")
@@ -165,8 +166,10 @@ async def test_seed_redis_fills_available_sets_quickly(r: aioredis.Redis, city: 
     assert await live.grid_workers("G001") == ["G-0001"]
     cam = await live.camera(CONTRACT_CAMERA_ID)
     assert cam is not None
-    # A hash per responder and camera, a GEO set per kind, a worker set per grid.
-    assert await r.dbsize() == len(city.responders) + len(city.cameras) + 3 + len(city.grids)
+    # A hash per responder and camera, a GEO set per kind, a worker set per grid, the epoch
+    # that says live state is populated (its absence makes the dispatcher rebuild it).
+    assert await r.dbsize() == len(city.responders) + len(city.cameras) + 3 + len(city.grids) + 1
+    assert await live.populated()
 
 
 async def test_seed_redis_twice_changes_nothing(r: aioredis.Redis, city: City) -> None:
@@ -187,6 +190,7 @@ async def _dump(r: aioredis.Redis) -> dict[bytes, object]:
         b"hash": lambda k: pipe.hgetall(k),
         b"zset": lambda k: pipe.zrange(k, 0, -1, withscores=True),
         b"set": lambda k: pipe.smembers(k),
+        b"string": lambda k: pipe.get(k),
     }
     for key, kind in zip(keys, kinds, strict=True):
         assert kind in readers, f"unexpected {kind!r} at {key!r}"
@@ -238,4 +242,6 @@ async def test_seed_equals_one_by_one_livestate(r: aioredis.Redis, city: City, w
     if with_history:
         await _history(r, sample)
     await seed_redis(r, sample, at_ms=T0)
+    assert await LiveState(r).populated()  # the seed also marks live state complete
+    await r.delete(topics.LIVE_EPOCH_KEY)
     assert await _dump(r) == expected

@@ -25,7 +25,7 @@ def test_every_field_documented() -> None:
         assert f.metadata["env"] == f.metadata["env"].upper() and f.metadata["env"].strip()
         assert f.metadata["doc"].strip(), f.name
         assert f.default is not MISSING and f.default_factory is MISSING, f.name
-        assert f.type in ("str", "int", "bool"), f"{f.name}: from_env cannot parse {f.type}"
+        assert f.type in ("str", "int", "float", "bool"), f"{f.name}: from_env cannot parse {f.type}"
     assert len(ENV) == len(fields(Settings))  # one variable per field
 
 
@@ -75,12 +75,20 @@ def test_bad_int_raises(clean_env: pytest.MonkeyPatch) -> None:
         Settings.from_env()
 
 
+def test_bad_float_raises_naming_the_variable(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("BOARD_RESYNC_S", "soon")
+    with pytest.raises(ValueError, match="BOARD_RESYNC_S"):
+        Settings.from_env()
+
+
 def test_every_variable_round_trips(clean_env: pytest.MonkeyPatch) -> None:
     """Set every variable to a non-default value; each lands in its own field."""
     expected = {}
     for name, f in ENV.items():
         if f.type == "int":
             value: object = int(str(f.default)) + 7
+        elif f.type == "float":
+            value = float(str(f.default)) + 0.5
         elif f.type == "bool":
             value = not f.default
         else:

@@ -1,0 +1,117 @@
+"""The outbox against the real PostgreSQL: sent at once, re-sent with back-off until the
+dispatcher confirms it, never by two relays at once, and given up on loudly at the cap."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from dispatcher import outbox
+from dispatcher.case import CaseCommand
+from dispatcher.plan import load_plans
+from dispatcher.service import IncidentService
+from dispatcher.store import init_connection
+
+
+@pytest.fixture
+async def pool(pg: asyncpg.Pool, database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await asyncpg.create_pool(database_url, min_size=1, max_size=4, init=init_connection)
+    assert p is not None
+    yield p
+    await p.close()
+
+
+class Broker:
+    """Records what the relay publishes (the real broker's part is covered by the fault drills)."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def publish(self, messages: Sequence[outbox.Message]) -> None:
+        await asyncio.sleep(0.05)  # a send takes a while: overlapping relays must not both send
+        self.sent.extend(m.message_id for m in messages)
+
+
+def command(incident_id: str) -> CaseCommand:
+    return CaseCommand(
+        "note",
+        incident_id,
+        f"operator:duty:{uuid.uuid4().hex}",
+        "operator:duty",
+        datetime.now(UTC),
+        data={"text": "到场核实"},
+    )
+
+
+async def age(pool: asyncpg.Pool, message_id: str, seconds: float) -> None:
+    await pool.execute(
+        """UPDATE outbox SET created_at = created_at - make_interval(secs => $2),
+                             sent_at = sent_at - make_interval(secs => $2) WHERE message_id = $1""",
+        message_id,
+        seconds,
+    )
+
+
+async def test_a_message_is_resent_with_back_off_until_confirmed(pool: asyncpg.Pool) -> None:
+    msg = outbox.command_message(command("INC-OUTBOX-1"))
+    await outbox.enqueue(pool, [msg])
+    await outbox.enqueue(pool, [msg])  # idempotent
+    broker = Broker()
+
+    async def relay() -> int:
+        return await outbox.relay_once(pool, broker.publish, redeliver_after_s=10, max_attempts=5)
+
+    assert await relay() == 0  # its writer is about to send it: left alone for a grace second
+    await age(pool, msg.message_id, 2)
+    assert await relay() == 1 and broker.sent == [msg.message_id]  # never sent: sent now
+    assert await relay() == 0
+    await age(pool, msg.message_id, 11)
+    assert await relay() == 1  # unconfirmed after 10 s: again
+    await age(pool, msg.message_id, 11)
+    assert await relay() == 0  # the next wait is 20 s
+    await age(pool, msg.message_id, 10)
+    assert await relay() == 1
+    async with pool.acquire() as conn:
+        await outbox.confirm(conn, msg.message_id)
+    await age(pool, msg.message_id, 3600)
+    assert await relay() == 0 and broker.sent == [msg.message_id] * 3
+
+
+async def test_two_relays_never_send_one_message_twice_at_once(pool: asyncpg.Pool) -> None:
+    msgs = [outbox.command_message(command(f"INC-OUTBOX-2-{i}")) for i in range(20)]
+    await outbox.enqueue(pool, msgs)
+    for m in msgs:
+        await age(pool, m.message_id, 2)
+    broker = Broker()
+    counts = await asyncio.gather(
+        *(outbox.relay_once(pool, broker.publish, redeliver_after_s=10, max_attempts=5) for _ in range(3))
+    )
+    mine = [s for s in broker.sent if s in {m.message_id for m in msgs}]
+    assert sorted(mine) == sorted(m.message_id for m in msgs) and sum(counts) >= len(msgs)
+
+
+async def test_the_relay_gives_up_at_the_cap(pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture) -> None:
+    msg = outbox.command_message(command("INC-OUTBOX-3"))
+    await outbox.enqueue(pool, [msg])
+    broker = Broker()
+    for _ in range(4):
+        await age(pool, msg.message_id, 10_000)
+        await outbox.relay_once(pool, broker.publish, redeliver_after_s=1, max_attempts=2)
+    assert broker.sent.count(msg.message_id) == 2
+    assert f"{msg.message_id} was sent 2 times and never confirmed" in caplog.text
+
+
+async def test_applying_a_command_confirms_it_and_queues_its_forwards(pool: asyncpg.Pool) -> None:
+    """The dispatcher marks a command done in the transaction that applies (or refuses) it."""
+    service = IncidentService(pool, load_plans(None))
+    cmd = command("INC-NO-SUCH-INCIDENT")
+    msg = outbox.command_message(cmd)
+    await outbox.enqueue(pool, [msg])
+    result = await service.handle(cmd)
+    assert result.refused is not None  # refused still counts as delivered
+    assert await pool.fetchval("SELECT done_at FROM outbox WHERE message_id = $1", msg.message_id)
