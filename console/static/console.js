@@ -51,10 +51,39 @@ const KIND_COLOR = { police: "#4d9bff", grid_worker: "#2fbf71", volunteer: "#f2a
 const KIND_LABEL = { police: "民警", grid_worker: "网格员", volunteer: "志愿者" };
 const map = { m: null, incidents: null, responders: null, timer: null };
 
-async function authed(url) {
-  const r = await fetch(url, { headers: { Authorization: `Bearer ${state.token}` } });
-  if (!r.ok) throw new Error(`${url}: ${r.status}`);
-  return r.json();
+async function authed(url, init) {
+  const opts = init || {};
+  const r = await fetch(url, { ...opts, headers: { ...(opts.headers || {}), Authorization: `Bearer ${state.token}` } });
+  if (r.status === 401) { logout("登录已过期，请重新登录"); throw new Error(`${url}: 401`); }
+  if (!r.ok) {
+    let message = `${r.status}`;
+    try { message = (await r.json()).message || message; } catch (e) { /* not JSON */ }
+    const err = new Error(message); err.status = r.status; throw err;
+  }
+  return r.status === 204 ? null : r.json();
+}
+
+// Photos need the session: fetched with the token, shown from a blob URL (no token in any URL).
+const photoCache = new Map();
+async function photoSrc(url) {
+  if (!photoCache.has(url)) {
+    photoCache.set(url, (async () => {
+      const r = await fetch(url, { headers: { Authorization: `Bearer ${state.token}` } });
+      if (!r.ok) throw new Error(`photo ${r.status}`);
+      return URL.createObjectURL(await r.blob());
+    })());
+  }
+  return photoCache.get(url);
+}
+function ownPhoto(u) { try { return new URL(u, location.href).origin === location.origin && new URL(u, location.href).pathname.startsWith("/api/v1/photos/"); } catch (e) { return false; } }
+async function showPhotos(container, urls) {
+  for (const u of urls) {
+    if (!ownPhoto(u)) continue;
+    try {
+      const img = document.createElement("img"); img.className = "photo"; img.alt = "处置照片";
+      img.src = await photoSrc(u); container.appendChild(img);
+    } catch (e) { console.warn(e); }
+  }
 }
 
 async function initMap() {
@@ -138,7 +167,13 @@ async function select(id) {
   $("#p-title").textContent = `${SEV[i.severity]} ${i.title}`;
   $("#p-meta").textContent = `${SOURCE_LABEL[i.source] || i.source} · ${i.status_label} · ${(i.location || {}).community_name || "辖区外"} ${(i.location || {}).grid_name || ""}`;
   $("#p-links").innerHTML = extra(i);
-  $("#p-tasks").innerHTML = (i.tasks || []).map((t) => `<li>${esc(t.responder_name)}（${esc(t.org)}）· ${t.kind === "verification" ? "核查" : "处置"} · ${TASK_STATE[t.state] || t.state}${t.note ? "：" + esc(t.note) : ""}</li>`).join("") || '<li class="muted">尚未派遣</li>';
+  $("#p-tasks").innerHTML = (i.tasks || []).map((t) => `<li>${esc(t.responder_name)}（${esc(t.org)}）· ${t.kind === "verification" ? "核查" : "处置"} · ${TASK_STATE[t.state] || t.state}${t.note ? "：" + esc(t.note) : ""}<div class="photos" data-task="${esc(t.task_id)}"></div></li>`).join("") || '<li class="muted">尚未派遣</li>';
+  for (const t of i.tasks || []) {
+    const box = document.querySelector(`.photos[data-task="${CSS.escape(t.task_id)}"]`);
+    if (box && (t.photo_urls || []).length) showPhotos(box, t.photo_urls);
+  }
+  if (state.revealed !== id) { $("#p-reveal-result").textContent = ""; state.revealed = null; }
+  $("#p-reveal").hidden = !(state.perms || []).includes("reveal") || !hasContact(i);
   send({ type: "recommend", incident_id: id });
   try {
     const full = await (await fetch(`/api/v1/incidents/${encodeURIComponent(id)}`, { headers: { Authorization: `Bearer ${state.token}` } })).json();
@@ -146,6 +181,39 @@ async function select(id) {
     $("#p-timeline").innerHTML = (full.timeline || []).map((e) => `<li>${bj(e.at)} ${esc(EVENT_LABEL[e.type] || e.type)}${e.reason ? "：" + esc(e.reason) : ""}${e.data && e.data.text ? "：" + esc(e.data.text) : ""}</li>`).join("");
   } catch (e) { console.warn(e); }
 }
+function hasContact(i) { return Boolean(i.caller_phone || i.caller_name || i.reporter_id); }
+const FIELD_LABEL = { caller_phone: "来电号码", caller_name: "来电人", reporter_id: "上报人" };
+// 查看号码: the unmasked contact, on request with a reason; the server audits every reveal.
+async function reveal() {
+  const id = state.selected; if (!id) return;
+  const reason = (window.prompt("查看完整号码将被记录（谁、何时、何事）。请填写查看事由：", "回访核实") || "").trim();
+  if (!reason) return;
+  if (reason.length < 2) { notice("事由至少2个字"); return; }
+  try {
+    const r = await authed(`/api/v1/incidents/${encodeURIComponent(id)}/reveal`, { method: "POST",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify({ reason }) });
+    const parts = [];
+    for (const f of ["caller_name", "caller_phone", "reporter_id"]) if (r[f]) parts.push(`${FIELD_LABEL[f]} ${esc(r[f])}`);
+    for (const rep of r.reports || []) {
+      const bits = ["caller_name", "caller_phone", "reporter_id"].filter((f) => rep[f] && rep[f] !== r[f]).map((f) => `${FIELD_LABEL[f]} ${esc(rep[f])}`);
+      if (bits.length) parts.push(`${SOURCE_LABEL[rep.source] || rep.source}：${bits.join(" ")}`);
+    }
+    state.revealed = id;
+    $("#p-reveal-result").innerHTML = (parts.join("；") || "无联系信息") + ' <small class="muted">（已记录查看）</small>';
+  } catch (e) { notice(`查看号码失败：${e.message}`); }
+}
+
+// --- the audit log (operators, commanders, administrators) -------------------------------
+const AUDIT_KIND = { command: "指令", login: "登录", logout: "退出", reveal: "查看号码", admin: "管理" };
+async function refreshAudit() {
+  if (!(state.perms || []).includes("audit.read")) return;
+  try {
+    const kind = $("#audit-kind").value;
+    const r = await authed(`/api/v1/audit?limit=30${kind ? "&kind=" + encodeURIComponent(kind) : ""}`);
+    $("#audit").innerHTML = r.entries.map((e) => `<li><small>${bj(e.at)}</small> ${esc(AUDIT_KIND[e.kind] || e.kind)} · ${esc(e.actor)} · ${esc(e.action)} · ${esc(e.outcome)}${e.incident_id ? " · " + esc(e.incident_id) : ""}${e.detail ? "：" + esc(e.detail) : ""}${e.origin ? ` <small class="muted">${esc(e.origin)}</small>` : ""}</li>`).join("") || '<li class="muted">暂无</li>';
+  } catch (e) { console.warn(e); }
+}
+
 const EVENT_LABEL = { "incident.file": "立案", "incident.dispatch": "派遣", "task.offer": "推送任务", "task.accept": "接单",
   "task.decline": "拒绝", "task.expire": "超时未接", "incident.reoffered": "自动改派", "task.en_route": "出发", "task.on_scene": "到场",
   "incident.start": "开始处置", "task.done": "完成", "incident.resolve": "处置完毕待核查", "incident.verify_pass": "核查通过",
@@ -276,14 +344,23 @@ async function start() {
   if (!me.ok) return logout("登录已过期，请重新登录");
   const user = await me.json();
   $("#who").textContent = `${user.display_name}（${user.username}）`;
-  state.role = user.role;
+  state.role = user.role; state.perms = user.permissions || [];
+  $("#audit-card").hidden = !state.perms.includes("audit.read");
+  refreshAudit(); state.auditTimer = setInterval(refreshAudit, 30000);
   const cfg = await (await fetch("/api/v1/config")).json();
   connect(cfg.ws_url);
   initMap().catch((e) => { console.warn(e); $("#map-note").textContent = "地图加载失败"; });
   refreshRates(); setInterval(refreshRates, 60000);
 }
 
-function logout(message) {
+function logout(message, endSession) {
+  if (endSession && state.token) {  // ends the session on the server too (not only in this tab)
+    fetch("/api/v1/auth/logout", { method: "POST", headers: { Authorization: `Bearer ${state.token}` } }).catch(() => {});
+  }
+  clearInterval(state.auditTimer);
+  for (const p of photoCache.values()) p.then((u) => URL.revokeObjectURL(u)).catch(() => {});
+  photoCache.clear();
+  $("#p-reveal-result").textContent = ""; state.revealed = null;
   sessionStorage.removeItem("token"); state.token = null;
   const ws = state.ws; state.ws = null; if (ws) ws.close();
   $("#login-view").hidden = false; $("#board-view").hidden = true; $("#logout").hidden = true;
@@ -295,11 +372,15 @@ $("#login").addEventListener("submit", async (e) => {
   const f = new FormData(e.target);
   const r = await fetch("/api/v1/auth/login", { method: "POST", headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ username: f.get("username"), password: f.get("password") }) });
+  if (r.status === 429) { $("#login-error").textContent = ((await r.json()).message || "").split(" / ")[0] || "登录失败次数过多，请稍后再试"; return; }
   if (!r.ok) { $("#login-error").textContent = "用户名或密码错误"; return; }
   state.token = (await r.json()).token; sessionStorage.setItem("token", state.token);
   start();
 });
-$("#logout").addEventListener("click", () => logout());
+$("#logout").addEventListener("click", () => logout("", true));
+$("#p-reveal").addEventListener("click", reveal);
+$("#audit-kind").addEventListener("change", refreshAudit);
+$("#audit-refresh").addEventListener("click", refreshAudit);
 $("#incidents").addEventListener("click", (e) => {
   const b = e.target.closest("button.dispatch");
   if (b) { b.disabled = true; send({ type: "dispatch", incident_id: b.dataset.id }); return; }

@@ -40,7 +40,12 @@ async def phone_page(browser: Browser, stack: Settings, responder_id: str) -> Pa
 
 
 async def test_a_responder_works_a_pushed_task_from_the_phone_page(
-    stack: Settings, http: httpx.AsyncClient, console: Console, browser: Browser, stack_redis: aioredis.Redis
+    stack: Settings,
+    http: httpx.AsyncClient,
+    console: Console,
+    browser: Browser,
+    stack_redis: aioredis.Redis,
+    token: str,
 ) -> None:
     for _ in range(10):  # a spot whose grid worker is on duty and free
         r = await http.post(
@@ -132,7 +137,8 @@ async def test_a_responder_works_a_pushed_task_from_the_phone_page(
     assert done["note"] == "已督促商户清洗油烟管道"
     [photo_url] = done["photo_urls"]
     assert "/api/v1/photos/" in photo_url
-    photo = await http.get(photo_url)
+    assert (await http.get(photo_url)).status_code == 401  # photos need a session
+    photo = await http.get(photo_url, headers={"Authorization": f"Bearer {token}"})
     assert photo.status_code == 200 and photo.headers["content-type"] == "image/png" and photo.content == PNG
     await page.wait_for_selector("li.task:has-text('核查任务') button[data-act=accept]")
     await page.click("li.task button[data-act=accept]")
