@@ -228,6 +228,7 @@ async def seed_redis(
             await live.put_camera(c.camera_id, c.name, c.lon, c.lat)
 
     await asyncio.gather(*(worker() for _ in range(max(1, workers))))
+    await live.mark_populated()
     counts = {"responders": len(city.responders), "cameras": len(city.cameras)}
     for kind in KINDS:
         counts[f"available_{kind}"] = int(await redis.zcard(topics.available_key(kind)))
