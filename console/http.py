@@ -11,6 +11,7 @@ report cannot be made durable right now.
 """
 
 import asyncio
+import ipaddress
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -26,6 +27,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from console.audit import KINDS, AuditLog, AuditQuery
@@ -225,15 +227,31 @@ def bearer(authorization: str | None) -> str | None:
     return None
 
 
-def client_ip(request: Request, trusted_proxies: frozenset[str]) -> str | None:
+Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+
+def trusted_networks(setting: str) -> Networks:
+    """TRUSTED_PROXIES: addresses or CIDR ranges, comma-separated (e.g. the load balancer's subnet)."""
+    return tuple(ipaddress.ip_network(p.strip(), strict=False) for p in setting.split(",") if p.strip())
+
+
+def _trusted(address: str, networks: Networks) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+def client_ip(request: Request, trusted_proxies: Networks) -> str | None:
     """The caller's address: the peer, or behind a trusted proxy (the load balancer) the last
     X-Forwarded-For hop that is not itself a trusted proxy. Untrusted peers cannot forge it."""
     peer = request.client.host if request.client else None
-    if peer is None or peer not in trusted_proxies:
+    if peer is None or not _trusted(peer, trusted_proxies):
         return peer
     hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
     for hop in reversed(hops):
-        if hop not in trusted_proxies:
+        if not _trusted(hop, trusted_proxies):
             return hop[:64]
     return peer
 
@@ -304,6 +322,26 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
     async def _http_error(request: Request, exc: HttpError) -> JSONResponse:
         return JSONResponse({"error": exc.error, "message": exc.message}, exc.status, headers=exc.headers)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _framework_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """What FastAPI and Starlette refuse themselves (unknown path, wrong method, a body that
+        cannot be decoded) answers in the same shape as ours, naming the problem."""
+        cause = exc.__cause__
+        if isinstance(cause, HttpError):  # the body limit tripped while FastAPI read the body
+            return await _http_error(request, cause)
+        if isinstance(cause, UnicodeDecodeError):
+            message = f"body is not valid JSON: not UTF-8 ({cause.reason} at byte {cause.start})"
+            return JSONResponse({"error": "malformed_json", "message": message}, 400)
+        if exc.status_code == 404:
+            error, message = "not_found", f"no such path: {request.url.path}"
+        elif exc.status_code == 405:
+            error, message = "method_not_allowed", f"{request.method} is not allowed on {request.url.path}"
+        elif cause is not None:
+            error, message = "bad_request", f"body could not be read: {type(cause).__name__}: {cause}"
+        else:
+            error, message = "bad_request", str(exc.detail)
+        return JSONResponse({"error": error, "message": message}, exc.status_code, headers=exc.headers)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
@@ -319,7 +357,7 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         return JSONResponse({"error": "invalid", "message": message, "fields": fields}, 422)
 
     audit = svc.audit or AuditLog(svc.pool)
-    trusted = frozenset(p.strip() for p in svc.settings.trusted_proxies.split(",") if p.strip())
+    trusted = trusted_networks(svc.settings.trusted_proxies)
 
     def origin(request: Request) -> str | None:
         return client_ip(request, trusted)

@@ -96,7 +96,7 @@ class Settings:
         default="",
         metadata={
             "env": "TRUSTED_PROXIES",
-            "doc": "Comma-separated proxy IPs whose X-Forwarded-For names the client (the load balancer)",
+            "doc": "Proxy IPs or CIDRs whose X-Forwarded-For names the client (the load balancer)",
         },
     )
     redeliver_after_s: int = field(

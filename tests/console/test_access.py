@@ -570,3 +570,31 @@ async def test_an_idle_session_expires_over_http(
         await asyncio.sleep(1.3)  # idle past the TTL
         r = await http.get("/api/v1/auth/me", headers=auth)
         assert r.status_code == 401 and "expired" in r.json()["message"]
+
+
+async def test_client_addresses_come_from_trusted_proxies_only(
+    world: World, redis: aioredis.Redis, settings: Settings
+) -> None:
+    behind_lb = replace(settings, trusted_proxies="10.200.0.0/16, 192.0.2.1")
+    app = make_app(world.pool, redis, behind_lb, world.sessions)
+    username = world.usernames["commander"]
+
+    async def login_origin(peer: str, forwarded: str) -> str:
+        async with client(app, ip=peer) as http:
+            r = await http.post(
+                "/api/v1/auth/login",
+                json={"username": username, "password": PASSWORD},
+                headers={"X-Forwarded-For": forwarded},
+            )
+        assert r.status_code == 200, r.text
+        return str(
+            await world.pool.fetchval(
+                "SELECT origin FROM audit_log WHERE kind = 'login' AND actor = $1 ORDER BY seq DESC LIMIT 1",
+                f"commander:{username}",
+            )
+        )
+
+    # Through the load balancer: the client it saw (spoofed hops before it are ignored).
+    assert await login_origin("10.200.0.5", "6.6.6.6, 203.0.113.7, 10.200.3.3") == "203.0.113.7"
+    # Straight from the network: a forged header changes nothing.
+    assert await login_origin("198.51.100.9", "192.0.2.1") == "198.51.100.9"
