@@ -39,7 +39,6 @@ AVAILABLE_GEO_KEY: Final = "available:"  # GEO set per kind of responders free t
 GRID_WORKERS_KEY: Final = "grid:workers:"  # set per grid of the grid workers responsible for it
 CAMERA_KEY: Final = "camera:"  # hash per camera: name, lon, lat
 LIVE_EPOCH_KEY: Final = "live:epoch"  # set once live state holds the whole roster (absent: rebuild)
-SESSION_KEY: Final = "session:"  # operator session token -> user (expires when idle)
 
 
 def responder_key(responder_id: str) -> str:
@@ -57,6 +56,3 @@ def grid_workers_key(grid_id: str) -> str:
 def camera_key(camera_id: str) -> str:
     return f"{CAMERA_KEY}{camera_id}"
 
-
-def session_key(token: str) -> str:
-    return f"{SESSION_KEY}{token}"
