@@ -8,7 +8,7 @@ bytes go to every console.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,11 +26,21 @@ class Delta:
 
 
 class Board:
-    def __init__(self, history: int = 10_000) -> None:
+    """Memory is bounded: the resume history by count and bytes, and the versions of closed
+    incidents (kept to drop replays of their events) by count, oldest closed first."""
+
+    def __init__(
+        self, history: int = 10_000, history_bytes: int = 64 * 1024 * 1024, closed_kept: int = 100_000
+    ) -> None:
         self.seq = 0
         self._open: dict[str, dict[str, Any]] = {}  # incident_id -> masked view
         self._versions: dict[str, int] = {}  # incident_id -> newest version applied
-        self._history: deque[Delta] = deque(maxlen=history)
+        self._closed: OrderedDict[str, None] = OrderedDict()  # closed incidents, oldest first
+        self._closed_kept = closed_kept
+        self._history: deque[Delta] = deque()
+        self._history_max = history
+        self._history_max_bytes = history_bytes
+        self.history_bytes = 0
 
     def load(self, views: list[dict[str, Any]]) -> None:
         """Initial state from the database (before any delta)."""
@@ -51,13 +61,26 @@ class Board:
         view = masked_incident(message["incident"])
         if IncidentState(view["status"]) in OPEN_STATES:
             self._open[incident_id] = view
+            self._closed.pop(incident_id, None)
         else:
             self._open.pop(incident_id, None)
+            self._closed[incident_id] = None
+            self._closed.move_to_end(incident_id)
+            while len(self._closed) > self._closed_kept:
+                self._versions.pop(self._closed.popitem(last=False)[0], None)
         self.seq += 1
         event = {k: v for k, v in message.items() if k != "incident"}
         frame = orjson.dumps({"type": "delta", "seq": self.seq, "event": event, "incident": view})
+        # orjson's bytes keep the capacity it grew to (several times the length): the history
+        # and every client's queue hold this frame, so they hold an exact-size copy.
+        frame = bytes(memoryview(frame))
         delta = Delta(self.seq, incident_id, frame)
         self._history.append(delta)
+        self.history_bytes += len(frame)
+        while len(self._history) > self._history_max or (
+            self.history_bytes > self._history_max_bytes and len(self._history) > 1
+        ):
+            self.history_bytes -= len(self._history.popleft().frame)
         return delta
 
     def snapshot(self) -> bytes:

@@ -19,13 +19,12 @@ import orjson
 import redis.asyncio as aioredis
 import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from websockets.asyncio.server import serve
 
 from console.auth import ApiKeys, Sessions
 from console.board import Board
 from console.http import ConsoleServices, create_http_app
 from console.intake import IntakeService
-from console.live import MAX_FRAME, LiveHub
+from console.live import LiveHub, allowed_origins, serve_live
 from console.registry import RegistryService
 from dispatcher import casestore, store
 from dispatcher.live import live_recommendation
@@ -154,17 +153,11 @@ async def amain(settings: Settings) -> None:
         )
     )
     tasks: list[asyncio.Task[None]] = []
-    async with serve(
-        hub.handler,
-        settings.http_host,
-        settings.ws_port,
-        max_size=MAX_FRAME * 2,
-        ping_interval=20,
-        ping_timeout=20,
-    ):
+    async with serve_live(hub, settings.http_host, settings.ws_port, allowed_origins(settings)):
         tasks = [
             asyncio.create_task(http.serve(), name="http"),
             asyncio.create_task(follow_events(consumer, hub, stopping), name="events"),
+            asyncio.create_task(hub.watch_sessions(stopping), name="sessions"),
             asyncio.create_task(reconcile(intake, stopping), name="reconcile"),
         ]
         print(
@@ -180,6 +173,7 @@ async def amain(settings: Settings) -> None:
         for t in tasks:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(t, 5)
+        await hub.close_all()  # bounded: a peer that stopped reading cannot hold up the shutdown
         done_task.cancel()
     await consumer.stop()
     await producer.stop()

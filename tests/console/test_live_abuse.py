@@ -1,0 +1,236 @@
+"""Hostile and broken WebSocket clients against a real live server: every bad frame gets an error
+frame naming the problem or a documented close code, and a healthy console beside it keeps
+getting every delta in order."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+from websockets.exceptions import InvalidStatus
+
+from console.live import CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_UNAUTHORISED
+from tests.console.live_harness import ORIGIN, Peer, expect_delta, live_centre
+
+
+async def test_a_page_from_another_origin_is_refused_at_the_handshake(pg: asyncpg.Pool) -> None:
+    async with live_centre(pg) as centre:
+        healthy = await centre.open("operator", origin=ORIGIN)
+        for bad in ("http://evil.example", "http://127.0.0.1:9999", "null"):
+            with pytest.raises(InvalidStatus) as refused:
+                await Peer.connect(centre.url, origin=bad)
+            assert refused.value.response.status_code == 403
+        scripted = await centre.open("viewer")  # no Origin: an ops script, a test, a native app
+        await expect_delta(healthy, centre)
+        assert (await scripted.next_of("delta"))["seq"] == healthy.seq
+        await scripted.close()
+        await healthy.close()
+
+
+@pytest.mark.parametrize(
+    ("first", "message"),
+    [
+        ({"type": "ping", "id": "p"}, "first frame must be"),
+        ({"type": "dispatch", "id": "d", "incident_id": "INC-1"}, "first frame must be"),
+        ("not json", "first frame must be"),
+        ({"type": "auth", "id": "a"}, "invalid or expired session token"),
+        ({"type": "auth", "id": "a", "token": "forged"}, "invalid or expired session token"),
+        ({"type": "auth", "id": "a", "token": ["x"]}, "invalid or expired session token"),
+        ({"type": "auth", "id": "a", "token": "x" * 70_000}, "frame larger than"),
+    ],
+)
+async def test_nothing_is_served_before_authentication(
+    pg: asyncpg.Pool, first: dict[str, Any] | str, message: str
+) -> None:
+    async with live_centre(pg) as centre:
+        healthy = await centre.open("operator")
+        intruder = await Peer.connect(centre.url)
+        await intruder.send(first)
+        code, frames = await intruder.closed_with()
+        assert code == CLOSE_UNAUTHORISED
+        [error] = frames  # no snapshot, no delta: only the refusal
+        assert error["type"] == "error" and error["code"] in ("unauthorised", "too_large")
+        assert message in error["message"]
+        await expect_delta(healthy, centre)
+        await healthy.close()
+
+
+async def test_a_silent_connection_is_closed_after_the_auth_timeout(pg: asyncpg.Pool) -> None:
+    async with live_centre(pg, auth_timeout_s=0.5) as centre:
+        silent = await Peer.connect(centre.url)
+        code, frames = await silent.closed_with(3)
+        assert code == CLOSE_UNAUTHORISED and frames == []
+        assert centre.hub.client_count == 0
+
+
+MALFORMED: list[tuple[str | bytes, str, str]] = [
+    ("not json", "malformed", "not a JSON object"),
+    ("[1, 2]", "malformed", "not a JSON object"),
+    ('"dispatch"', "malformed", "not a JSON object"),
+    (b"\xff\xfe{", "malformed", "not a JSON object"),
+    ("{" * 2000 + "}" * 2000, "malformed", "not a JSON object"),  # nested past the parser's limit
+    ('{"id": "x1"}', "unknown_command", "unknown command type None"),
+    ('{"type": 5, "id": "x2"}', "unknown_command", "unknown command type 5"),
+    ('{"type": ["dispatch"], "id": "x3"}', "unknown_command", "unknown command type ['dispatch']"),
+    ('{"type": "launch", "id": "x4"}', "unknown_command", "unknown command type 'launch'"),
+    ('{"type": "resume", "id": "x5"}', "invalid", "since:"),
+    ('{"type": "resume", "id": "x6", "since": "3"}', "invalid", "since:"),
+    ('{"type": "resume", "id": "x7", "since": -1}', "invalid", "since:"),
+    ('{"type": "resume", "id": "x8", "since": true}', "invalid", "since:"),
+    ('{"type": "dispatch", "id": "x9"}', "invalid", "incident_id: missing"),
+    ('{"type": "dispatch", "id": "x10", "incident_id": 7}', "invalid", "incident_id: missing"),
+    ('{"type": "recommend", "id": "x11", "incident_id": {"$ne": 1}}', "invalid", "incident_id"),
+    ('{"type": "dispatch", "id": "x12", "incident_id": "@A", "responders": "P-1"}', "invalid", "responders"),
+    ('{"type": "dispatch", "id": "x13", "incident_id": "@A", "responders": [1, 2]}', "invalid", "responders"),
+    ('{"type": "note", "id": "x14", "incident_id": "@A", "text": "' + "长" * 1001 + '"}', "invalid", "text"),
+    ('{"type": "verify", "id": "x15", "incident_id": "@A", "passed": "yes"}', "invalid", "passed"),
+    ('{"type": "cancel", "id": "x16", "incident_id": "@A", "reason": 42}', "invalid", "reason"),
+    ('{"type": "dispatch", "incident_id": "@A"}', "invalid", "id:"),
+    ('{"type": "dispatch", "id": {"a": 1}, "incident_id": "@A"}', "invalid", "id:"),
+    ('{"type": "dispatch", "id": true, "incident_id": "@A"}', "invalid", "id:"),
+]
+
+
+async def test_malformed_frames_get_an_error_frame_and_the_connection_stays(pg: asyncpg.Pool) -> None:
+    async with live_centre(pg) as centre:
+        healthy = await centre.open("viewer")
+        operator = await centre.open("operator")
+        for raw, code, message in MALFORMED:
+            if isinstance(raw, str):
+                raw = raw.replace("@A", centre.incident_a)
+            await operator.send(raw)
+            error = await operator.next_of("error")
+            assert error["code"] == code and message in error["message"], (raw[:80], error)
+            if error["id"] is not None:
+                assert isinstance(error["id"], str) and error["id"].startswith("x")
+        assert centre.commands == []  # none of it reached the dispatcher
+        assert (await operator.command("ping"))["type"] == "ack"  # still served
+        await expect_delta(healthy, centre)
+        await healthy.close()
+        await operator.close()
+
+
+async def test_task_frames_with_wrong_fields_are_refused(pg: asyncpg.Pool) -> None:
+    async with live_centre(pg) as centre:
+        phone = await centre.open("responder")
+        t = centre.task_a
+        cases: list[tuple[dict[str, Any], str, str]] = [
+            ({"task_id": t}, "invalid", "task_action"),
+            ({"task_id": t, "task_action": "explode"}, "invalid", "task_action"),
+            ({"task_id": t, "task_action": "done", "note": 5}, "invalid", "note"),
+            ({"task_id": t, "task_action": "done", "note": "x" * 2001}, "invalid", "note"),
+            ({"task_id": t, "task_action": "done", "photo_urls": "http://x"}, "invalid", "photo_urls"),
+            ({"task_id": t, "task_action": "done", "photo_urls": ["u"] * 11}, "invalid", "photo_urls"),
+            ({"task_id": t, "task_action": "done", "passed": "true"}, "invalid", "passed"),
+            ({"task_id": 17, "task_action": "accept"}, "forbidden", "not one of your open tasks"),
+            ({"lon": "east"}, "invalid", "lon"),
+        ]
+        for fields, code, message in cases:
+            kind = "position" if "lon" in fields else "task"
+            answer = await phone.command(kind, **fields)
+            assert answer["type"] == "error" and answer["code"] == code, (fields, answer)
+            assert message in answer["message"], (fields, answer)
+        assert centre.commands == [] and centre.positions == []
+        await phone.close()
+
+
+async def test_out_of_order_frames(pg: asyncpg.Pool) -> None:
+    async with live_centre(pg) as centre:
+        healthy = await centre.open("viewer")
+        operator = await centre.open("operator")
+        again = await operator.command("auth", token=centre.tokens["operator"])
+        assert again["code"] == "out_of_order" and "already authenticated" in again["message"]
+        # A sequence number this server never issued (another server's, or made up): a full resync.
+        ahead = await operator.command("resume", since=10**9)
+        assert ahead["type"] == "ack"
+        resync = await operator.next_of("snapshot")
+        assert resync["resync"] is True and resync["seq"] == centre.board.seq
+        # Acting on an incident that is not open here (closed, merged away, never existed).
+        centre.publish(centre.incident_b, status="closed")
+        for iid in (centre.incident_b, "INC-never"):
+            refused = await operator.command("dispatch", incident_id=iid)
+            assert refused["code"] == "invalid" and "is not open" in refused["message"], refused
+        phone = await centre.open("other_responder")  # their task was on B, now closed
+        gone = await phone.command("task", task_id=centre.task_b, task_action="accept")
+        assert gone["code"] == "forbidden" and "not one of your open tasks" in gone["message"]
+        assert centre.commands == []
+        await expect_delta(healthy, centre)
+        for peer in (healthy, operator, phone):
+            await peer.close()
+
+
+async def test_oversized_frames(pg: asyncpg.Pool) -> None:
+    async with live_centre(pg) as centre:
+        healthy = await centre.open("viewer")
+        operator = await centre.open("operator")
+        limits = centre.hub.limits
+        big = orjson.dumps({"type": "note", "id": "n1", "text": "x" * (limits.max_frame + 10)}).decode()
+        await operator.send(big)
+        error = await operator.next_of("error")
+        assert error["code"] == "too_large" and str(limits.max_frame) in error["message"]
+        assert (await operator.command("ping"))["type"] == "ack"  # a moderately large frame: still served
+        await operator.send("x" * (limits.max_message + 1))  # not even read: the library closes
+        code, _ = await operator.closed_with()
+        assert code == CLOSE_TOO_BIG
+        await expect_delta(healthy, centre)
+        await healthy.close()
+
+
+async def test_a_flood_is_rate_limited_then_disconnected(pg: asyncpg.Pool) -> None:
+    async with live_centre(pg) as centre:
+        healthy = await centre.open("viewer")
+        limits = centre.hub.limits
+        # Just over the burst: the extra frame is dropped with an error, the connection stays.
+        eager = await centre.open("operator")
+        burst = [orjson.dumps({"type": "ping", "id": f"p{i}"}).decode() for i in range(limits.rate_burst + 3)]
+        for frame in burst:
+            await eager.send(frame)
+        answers = [await eager.next_of("ack", "error") for _ in burst]
+        limited = [a for a in answers if a["type"] == "error"]
+        assert limited and all(a["code"] == "rate_limited" for a in limited), answers
+        assert len(limited) <= 3  # tokens refill while the frames arrive
+        await asyncio.sleep(1.0)
+        assert (await eager.command("ping"))["type"] == "ack"  # refilled: served again
+        # A flood that goes on after being told: closed with 1008.
+        flooder = await centre.open("operator")
+        for i in range(limits.rate_burst + limits.strikes + 20):
+            try:
+                await flooder.send({"type": "ping", "id": f"f{i}"})
+            except Exception:
+                break
+        code, frames = await flooder.closed_with()
+        assert code == CLOSE_POLICY
+        assert frames[-1]["code"] == "rate_limited" and "disconnected" in frames[-1]["message"]
+        assert sum(f["type"] == "ack" for f in frames) <= limits.rate_burst + 5
+        await expect_delta(healthy, centre)
+        assert (await eager.command("ping"))["type"] == "ack"
+        await eager.close()
+        await healthy.close()
+
+
+async def test_unanswered_commands_are_bounded_per_client(pg: asyncpg.Pool) -> None:
+    async with live_centre(pg, pending_per_client=3) as centre:
+        operator = await centre.open("operator")
+        acks = [await operator.command("note", incident_id=centre.incident_a, text="记录") for _ in range(3)]
+        assert all(a["type"] == "ack" and a["queued"] for a in acks)
+        refused = await operator.command("note", incident_id=centre.incident_a, text="记录")
+        assert refused["code"] == "too_many_pending" and "await the dispatcher" in refused["message"]
+        # The dispatcher applies the first: its event carries the command id, a slot frees up.
+        message = centre.event(centre.incident_a)
+        message["event_id"] = f"{acks[0]['command_id']}#0"
+        centre.hub.publish(message)
+        # ... and refuses the second: the refusal is routed back, another slot frees up.
+        centre.hub.publish({"type": "command.refused", "command_id": acks[1]["command_id"], "reason": "不行"})
+        refusal = await operator.answer(acks[1]["id"])
+        assert refusal["code"] == "refused" and refusal["message"] == "不行"
+        assert centre.hub.pending_count == 1
+        for _ in range(2):
+            assert (await operator.command("note", incident_id=centre.incident_a, text="记录"))[
+                "type"
+            ] == "ack"
+        await operator.close()
+        await asyncio.sleep(0.1)
+        assert centre.hub.pending_count == 0  # a gone client's commands are forgotten with it
