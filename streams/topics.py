@@ -55,4 +55,3 @@ def grid_workers_key(grid_id: str) -> str:
 
 def camera_key(camera_id: str) -> str:
     return f"{CAMERA_KEY}{camera_id}"
-
