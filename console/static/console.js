@@ -310,7 +310,8 @@ function onFrame(msg) {
   } else if (msg.type === "error") {
     console.warn("server error", msg);
     if (msg.code === "refused" || msg.code === "forbidden") notice(`命令未执行：${msg.message}`);
-    if (msg.code === "unauthorised") return logout("登录已过期，请重新登录");
+    if (msg.code === "rate_limited") notice("操作过于频繁，请稍后再试");
+    if (msg.code === "unauthorised" || msg.code === "session_expired") return logout("登录已过期，请重新登录");
   }
   render();
   if (msg.type === "delta" && msg.incident.incident_id === state.selected) select(state.selected);
@@ -332,6 +333,7 @@ function connect(url) {
     if (state.ws !== ws) return;
     setConn("off", "已断开，重连中");
     if (e.code === 4401) return logout("登录已过期，请重新登录");
+    if (e.code === 4403) return logout("此账号无权使用实时指挥台");
     setTimeout(() => connect(url), Math.min(5000, 250 * 2 ** state.retry++));
   };
 }

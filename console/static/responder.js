@@ -71,8 +71,8 @@ function onFrame(msg) {
     if (isNew) { alertNewTask(); notice(`新任务：${t.incident ? t.incident.title : ""}`); }
     if (t.state === "cancelled") notice("任务已被撤回");
   } else if (msg.type === "error") {
-    if (msg.code === "unauthorised") return logout("登录已过期，请重新登录");
-    notice(`操作未成功：${msg.message}`);
+    if (msg.code === "unauthorised" || msg.code === "session_expired") return logout("登录已过期，请重新登录");
+    notice(msg.code === "rate_limited" ? "操作过于频繁，请稍后再试" : `操作未成功：${msg.message}`);
   }
   render();
 }
@@ -86,6 +86,7 @@ function connect(url) {
     if (state.ws !== ws) return;
     setConn("off", "已断开，重连中");
     if (e.code === 4401) return logout("登录已过期，请重新登录");
+    if (e.code === 4403) return logout("此账号无权接收任务");
     setTimeout(() => connect(url), Math.min(5000, 250 * 2 ** state.retry++));
   };
 }
