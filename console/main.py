@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from console.auth import ApiKeys, Sessions
 from console.board import Board
+from console.events import DeadLetters, feed
 from console.http import ConsoleServices, create_http_app
 from console.intake import IntakeService
 from console.live import LiveHub, allowed_origins, serve_live
@@ -46,19 +47,21 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def follow_events(consumer: AIOKafkaConsumer, hub: LiveHub, stopping: asyncio.Event) -> None:
-    """Feed every incident event to the board, in partition order."""
+async def follow_events(
+    consumer: AIOKafkaConsumer,
+    publish: Callable[[dict[str, Any]], object],
+    stopping: asyncio.Event,
+    dead_letters: DeadLetters,
+) -> None:
+    """Feed every incident event to the hub, in partition order. An unusable one is
+    dead-lettered with its reason (console/events.py) and the feed goes on."""
     while not stopping.is_set():
         batches = await consumer.getmany(timeout_ms=200)
         for records in batches.values():
             for record in records:
-                try:
-                    message = orjson.loads(record.value or b"")
-                    hub.publish(message)
-                except Exception:
-                    log.exception(
-                        "unusable incident event at %s[%d]@%d", record.topic, record.partition, record.offset
-                    )
+                reason = feed(record, publish)
+                if reason is not None:
+                    await dead_letters.send(record, reason)
 
 
 async def start_events_consumer(settings: Settings) -> AIOKafkaConsumer:
@@ -156,7 +159,9 @@ async def amain(settings: Settings) -> None:
     async with serve_live(hub, settings.http_host, settings.ws_port, allowed_origins(settings)):
         tasks = [
             asyncio.create_task(http.serve(), name="http"),
-            asyncio.create_task(follow_events(consumer, hub, stopping), name="events"),
+            asyncio.create_task(
+                follow_events(consumer, hub.publish, stopping, DeadLetters(producer)), name="events"
+            ),
             asyncio.create_task(hub.watch_sessions(stopping), name="sessions"),
             asyncio.create_task(reconcile(intake, stopping), name="reconcile"),
         ]

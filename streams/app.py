@@ -21,8 +21,9 @@ from faust.transport.drivers.aiokafka import Transport as AIOKafkaDriverTranspor
 
 from infra.settings import Settings
 from streams import topics
+from streams.deadletter import dead_letter
 from streams.normalise import BadRecord
-from streams.service import StreamService, dead_letter
+from streams.service import StreamService
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,14 +73,18 @@ class CentreApp(faust.App):
 
 
 async def process(
-    stage: str, event: Any, handler: Callable[[bytes | None], Awaitable[T]], deadletters: Any
+    stage: str,
+    event: Any,
+    handler: Callable[[bytes | None, bytes | None], Awaitable[T]],
+    deadletters: Any,
 ) -> T | None:
-    """Run `handler` on one record: retry transient failures, dead-letter bad records."""
+    """Run `handler` on one record's key and value: retry transient failures, dead-letter bad
+    records (and records that keep failing), and go on with the next either way."""
     message = event.message
     delay, unexpected = 0.1, 0
     while True:
         try:
-            return await handler(message.value)
+            return await handler(message.key, message.value)
         except BadRecord as exc:
             reason = str(exc)
         except TRANSIENT as exc:

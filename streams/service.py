@@ -1,32 +1,31 @@
 """The streams' service layer: what each agent does with one record.
 
-Agents decode nothing and decide nothing; they hand each record to a method here and send
-what it returns. Permanent problems raise `BadRecord` (the agent dead-letters the record);
-anything else is treated as transient and retried by the agent.
+Agents decode nothing and decide nothing; they hand each record (key and value) to a method
+here and send what it returns. Permanent problems raise `BadRecord` (the agent dead-letters the
+record with its reason, see `streams.deadletter`); anything else is retried by the agent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
 
 import asyncpg
 import orjson
 import redis.asyncio as aioredis
-from pydantic import ValidationError
 
 from dispatcher.geo import Grid, GridIndex
 from infra.settings import Settings
+from streams.deadletter import check_key, dead_letter, decode_object, validated
 from streams.enrich import Enricher
 from streams.livestate import LiveState
-from streams.normalise import BadRecord, CameraInfo, decode_raw, describe_validation_error, normalise
+from streams.normalise import BadRecord, CameraInfo, normalise, parse_payload
 from streams.records import (
     CameraAlarm,
-    DeadLetter,
     EnrichedIncident,
     IncidentRecord,
     PositionFix,
+    RawReport,
     ResponderUpsert,
 )
 
@@ -44,36 +43,6 @@ async def load_grid_index(pool: asyncpg.Pool) -> GridIndex:
         )
         for r in rows
     )
-
-
-def dead_letter(
-    stage: str,
-    reason: str,
-    topic: str,
-    key: bytes | None,
-    value: bytes | None,
-    partition: int | None,
-    offset: int | None,
-) -> DeadLetter:
-    return DeadLetter(
-        topic=topic,
-        partition=partition,
-        offset=offset,
-        key=None if key is None else key.decode("utf-8", "replace"),
-        reason=reason,
-        stage=stage,
-        value="" if value is None else value.decode("utf-8", "replace"),
-        at=datetime.now(UTC),
-    )
-
-
-def _json(value: bytes | None) -> object:
-    if value is None:
-        raise BadRecord("empty value")
-    try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise BadRecord(f"value is not JSON: {exc}") from None
 
 
 class StreamService:
@@ -133,34 +102,25 @@ class StreamService:
         await self.live.put_camera(camera_id, row["name"], row["lon"], row["lat"])
         return CameraInfo(camera_id, row["name"], row["lon"], row["lat"])
 
-    async def locate_report(self, value: bytes | None) -> IncidentRecord:
-        raw = decode_raw(value)
-        camera = None
-        if raw.source == "camera":
-            camera_id = raw.payload.get("camera_id")
-            if isinstance(camera_id, str):
-                camera = await self.camera(camera_id)
+    async def locate_report(self, key: bytes | None, value: bytes | None) -> IncidentRecord:
+        raw: RawReport = validated(RawReport, decode_object(value))
+        check_key(key, "tracking_no", raw.tracking_no)
+        report = parse_payload(raw)  # the contract first: no registry lookup with a malformed id
+        camera = await self.camera(report.camera_id) if isinstance(report, CameraAlarm) else None
         assert self._grids is not None
-        record = normalise(raw, self._grids, camera)
-        return record
+        return normalise(raw, self._grids, camera)
 
     # --- incidents.located -> incidents.enriched ---------------------------------------------
-    async def enrich(self, value: bytes | None) -> EnrichedIncident:
-        data = _json(value)
-        try:
-            record = IncidentRecord.model_validate(data)
-        except ValidationError as exc:
-            raise BadRecord(describe_validation_error(exc)) from None
+    async def enrich(self, key: bytes | None, value: bytes | None) -> EnrichedIncident:
+        record: IncidentRecord = validated(IncidentRecord, decode_object(value))
+        check_key(key, "incident_id", record.incident_id)
         assert self._enricher is not None
         return await self._enricher.enrich(record)
 
     # --- positions.raw / responders.changes -> Redis ------------------------------------------
-    async def apply_position(self, value: bytes | None) -> int:
-        data = _json(value)
-        try:
-            fix = PositionFix.model_validate(data)
-        except ValidationError as exc:
-            raise BadRecord(describe_validation_error(exc)) from None
+    async def apply_position(self, key: bytes | None, value: bytes | None) -> int:
+        fix: PositionFix = validated(PositionFix, decode_object(value))
+        check_key(key, "responder_id", fix.responder_id)
         at_ms = int(fix.at.timestamp() * 1000)
         result = await self.live.apply_position(fix.responder_id, fix.lon, fix.lat, at_ms, fix.accuracy_m)
         if result == -1:
@@ -178,16 +138,14 @@ class StreamService:
         await self.live.apply_roster(responder_id, dict(row))
         return True
 
-    async def apply_roster(self, value: bytes | None) -> None:
-        data = _json(value)
-        if not isinstance(data, dict) or not isinstance(data.get("responder_id"), str):
-            raise BadRecord("responder_id: missing")
-        responder_id = data.pop("responder_id")
+    async def apply_roster(self, key: bytes | None, value: bytes | None) -> None:
+        data = decode_object(value)
+        responder_id = data.pop("responder_id", None)
+        if not isinstance(responder_id, str) or not responder_id:
+            raise BadRecord("responder_id: missing or not a string")
         data.pop("updated_at", None)
-        try:
-            upsert = ResponderUpsert.model_validate(data)
-        except ValidationError as exc:
-            raise BadRecord(describe_validation_error(exc)) from None
+        upsert: ResponderUpsert = validated(ResponderUpsert, data)
+        check_key(key, "responder_id", responder_id)
         await self.live.apply_roster(responder_id, upsert.model_dump())
 
 
