@@ -49,6 +49,10 @@ class Board:
             if IncidentState(view["status"]) in OPEN_STATES:
                 self._open[view["incident_id"]] = masked_incident(view)
 
+    def version_of(self, incident_id: str) -> int:
+        """The newest version applied (0: never seen); the resync compares it with PostgreSQL."""
+        return self._versions.get(incident_id, 0)
+
     def apply(self, message: dict[str, Any]) -> Delta | None:
         """Apply one `incidents.events` message; None if it is old news (replay, duplicate)."""
         if "version" not in message or "incident" not in message:

@@ -12,6 +12,7 @@ report cannot be made durable right now.
 
 import asyncio
 import ipaddress
+import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -20,13 +21,14 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 import asyncpg
+import orjson
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -56,6 +58,7 @@ from streams.records import (
     PositionBatch,
     ResponderUpsert,
     SourceId,
+    refuse_nul,
 )
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -158,6 +161,35 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
+class RefuseNul:
+    """ASGI middleware: a NUL character (U+0000) in the path or a query parameter is refused
+    with 422 naming it; PostgreSQL text cannot hold one, so it would otherwise fail a query."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            query = urllib.parse.parse_qsl(scope.get("query_string", b"").decode("latin-1"), True)
+            where = ["path"] if "\x00" in scope.get("path", "") else []
+            where += [name or "query" for name, value in query if "\x00" in value]
+            if where:
+                reason = "must not contain the NUL character (U+0000)"
+                fields = [{"field": w, "reason": reason} for w in where]
+                message = "; ".join(f"{w}: {reason}" for w in where)
+                body = orjson.dumps({"error": "invalid", "message": message, "fields": fields})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 422,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
 async def _too_large(limit: int, send: Send) -> None:
     body = f'{{"error":"too_large","message":"body larger than {limit} bytes"}}'.encode()
     await send(
@@ -177,6 +209,7 @@ def _field(loc: tuple[Any, ...]) -> str:
 
 class Feedback(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    _no_nul = field_validator("*", mode="before")(refuse_nul)
     fixed: bool = Field(description="false: the problem is not solved, and the case reopens")
     satisfied: bool
     rating: Annotated[int, Field(ge=1, le=5)] | None = None
@@ -184,12 +217,14 @@ class Feedback(BaseModel):
 
 
 class Login(BaseModel):
+    _no_nul = field_validator("*", mode="before")(refuse_nul)
     username: Annotated[str, Field(min_length=1, max_length=64)]
     password: Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class Reveal(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    _no_nul = field_validator("*", mode="before")(refuse_nul)
     reason: Annotated[
         str, Field(min_length=2, max_length=200, description="why the number is needed (recorded)")
     ]
@@ -197,6 +232,7 @@ class Reveal(BaseModel):
 
 class UserUpsert(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    _no_nul = field_validator("*", mode="before")(refuse_nul)
     display_name: Annotated[str, Field(min_length=1, max_length=64)]
     role: UserRole
     password: Annotated[str, Field(min_length=10, max_length=200)] | None = Field(
@@ -316,6 +352,7 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         ),
     )
     app.add_middleware(BodyLimit, limit=svc.settings.max_body_bytes)
+    app.add_middleware(RefuseNul)
     app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(HttpError)
@@ -700,7 +737,7 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
             str, Query(max_length=200, description="open, all, or comma-separated states")
         ] = "open",
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,  # beyond: PostgreSQL's bigint overflows
     ) -> dict[str, Any]:
         """Incidents, masked. A responder gets only incidents where they hold a task, in the
         responder's view (no personal data, no other responders)."""
@@ -808,7 +845,8 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         incident_id: Annotated[str | None, Query(max_length=100)] = None,
         since: Annotated[datetime | None, Query(description="ISO-8601 with offset")] = None,
         before: Annotated[
-            int | None, Query(ge=1, description="page on: the next_before of the previous page")
+            int | None,
+            Query(ge=1, le=2**63 - 1, description="page on: the next_before of the previous page"),
         ] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> dict[str, Any]:
@@ -914,6 +952,9 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         ] = None,
     ) -> dict[str, Any]:
         """三率 — response, resolution and satisfaction rates (definitions in dispatcher/rates.py)."""
+        for name, day in (("from", since), ("to", until)):  # far dates overflow the arithmetic below
+            if day is not None and not date(2000, 1, 1) <= day <= date(2099, 12, 31):
+                raise HttpError(422, "invalid", f"{name}: must be between 2000-01-01 and 2099-12-31")
         now = datetime.now(UTC)
         today = now.astimezone(BEIJING).date()
         last = until or today

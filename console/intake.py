@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaProducer
 from dispatcher.outbox import give_up_on, redelivery_due
 from infra.faults import DATABASE_UNAVAILABLE
 from streams import topics
+from streams.kafka import delivered
 from streams.records import SOURCE_ID_FIELD, CameraAlarm, PositionBatch, RawReport
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,7 @@ class IntakeService:
                 futures.append(
                     await self._producer.send(topics.REPORTS_RAW, key=r["tracking_no"].encode(), value=raw)
                 )
-            await asyncio.wait_for(asyncio.gather(*futures), self._timeout)
+            await asyncio.wait_for(delivered(futures), self._timeout)
             await conn.execute(
                 """UPDATE reports SET published_at = now(), attempts = attempts + 1
                     WHERE tracking_no = ANY($1::text[])""",
@@ -195,7 +196,7 @@ class IntakeService:
                 )
                 for fix in batch.positions
             ]
-            await asyncio.wait_for(asyncio.gather(*futures), self._timeout)
+            await asyncio.wait_for(delivered(futures), self._timeout)
         except Exception as exc:
             raise NotDurable(f"event backbone unavailable: {exc}") from exc
         return len(batch.positions)

@@ -27,16 +27,20 @@ from console.http import ConsoleServices, create_http_app
 from console.intake import IntakeService
 from console.live import LiveHub, allowed_origins, serve_live
 from console.registry import RegistryService
-from dispatcher import casestore, store
+from console.resync import resync_board
+from dispatcher import casestore, outbox, store
 from dispatcher.live import live_recommendation
 from dispatcher.plan import load_plans
 from infra.db import ensure_database, migrate
+from infra.faults import BROKER_UNAVAILABLE, TRANSIENT
 from infra.settings import Settings
 from streams import topics
 from streams.kafka import make_consumer, make_producer, start_producer, stop_on_signals
 from streams.livestate import LiveState
 
 log = logging.getLogger("console")
+RECONCILE_EVERY_S = 2.0
+COMMAND_SEND_TIMEOUT_S = 5.0
 
 
 class _Server(uvicorn.Server):
@@ -86,18 +90,18 @@ async def start_events_consumer(settings: Settings) -> AIOKafkaConsumer:
     return consumer
 
 
-async def reconcile(intake: IntakeService, stopping: asyncio.Event) -> None:
-    """Publish reports that were recorded but not published (the broker was away)."""
+async def reconcile(intake: IntakeService, settings: Settings, stopping: asyncio.Event) -> None:
+    """Publish again acknowledged reports not yet in an incident (see IntakeService.reconcile)."""
     while not stopping.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), 5.0)
+            await asyncio.wait_for(stopping.wait(), RECONCILE_EVERY_S)
         if stopping.is_set():
             return
         try:
-            n = await intake.republish_pending()
+            n = await intake.reconcile(settings.redeliver_after_s, settings.redeliver_attempts)
             if n:
-                log.info("republished %d pending reports", n)
-        except Exception as exc:
+                log.warning("re-published %d acknowledged reports not yet in an incident", n)
+        except TRANSIENT as exc:
             log.warning("reconciler: %r", exc)
 
 
@@ -117,9 +121,18 @@ async def amain(settings: Settings) -> None:
     board.load([await casestore.full_view(pool, r) for r in await store.open_incident_rows(pool)])
 
     async def send_command(command: dict[str, Any]) -> None:
-        await producer.send_and_wait(
-            topics.INCIDENTS_COMMANDS, key=command["incident_id"].encode(), value=orjson.dumps(command)
-        )
+        """Into the outbox first (the dispatcher re-sends it until applied), then to the broker:
+        an acknowledged command survives a broker that comes back empty."""
+        message = outbox.command_message(command)
+        await outbox.enqueue(pool, [message])  # durable from here on: the relay delivers it
+        try:
+            await asyncio.wait_for(
+                producer.send_and_wait(message.topic, key=message.key.encode(), value=message.value),
+                COMMAND_SEND_TIMEOUT_S,
+            )
+            await outbox.mark_sent(pool, [message.message_id])
+        except (*BROKER_UNAVAILABLE, TimeoutError) as exc:
+            log.warning("%s kept in the outbox, the broker is away: %r", message.message_id, exc)
 
     plans = load_plans(Path(settings.plans_path) if settings.plans_path else None)
     live = LiveState(redis)
@@ -163,7 +176,11 @@ async def amain(settings: Settings) -> None:
                 follow_events(consumer, hub.publish, stopping, DeadLetters(producer)), name="events"
             ),
             asyncio.create_task(hub.watch_sessions(stopping), name="sessions"),
-            asyncio.create_task(reconcile(intake, stopping), name="reconcile"),
+            asyncio.create_task(reconcile(intake, settings, stopping), name="reconcile"),
+            asyncio.create_task(
+                resync_board(pool, board.version_of, hub.publish, settings.board_resync_s, stopping),
+                name="board-resync",
+            ),
         ]
         print(
             f"console: http://{settings.http_host}:{settings.http_port}/  ws: {settings.ws_url}", flush=True

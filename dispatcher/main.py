@@ -11,7 +11,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +28,14 @@ from dispatcher.plan import load_plans
 from dispatcher.service import IncidentService, Result
 from dispatcher.store import create_pool
 from infra.db import ensure_database, migrate
-from infra.faults import TRANSIENT
+from infra.faults import BROKER_UNAVAILABLE, TRANSIENT
 from infra.settings import Settings
 from streams import topics
-from streams.kafka import make_consumer, make_producer, start_producer, stop_on_signals
+from streams.deadletter import check_key, dead_letter, decode_object
+from streams.kafka import delivered, make_consumer, make_producer, start_producer, stop_on_signals
 from streams.livestate import LiveState
-from streams.normalise import describe_validation_error
-from streams.records import DeadLetter, EnrichedIncident
+from streams.normalise import BadRecord, describe_validation_error
+from streams.records import EnrichedIncident
 
 log = logging.getLogger("dispatcher")
 TIMER_TICK_S = 0.2
@@ -190,8 +190,7 @@ class Dispatcher:
     async def _publish(self, messages: Sequence[outbox.Message]) -> None:
         assert self._producer is not None
         futures = [await self._producer.send(m.topic, key=m.key.encode(), value=m.value) for m in messages]
-        for fut in futures:
-            await fut
+        await delivered(futures)
 
     async def _handle(self, service: IncidentService, record: ConsumerRecord) -> None:
         if record.topic == topics.INCIDENTS_COMMANDS:
@@ -201,7 +200,9 @@ class Dispatcher:
 
     async def _command(self, service: IncidentService, record: ConsumerRecord) -> None:
         try:
+            decode_object(record.value)  # null, oversized, not UTF-8, not JSON, not an object
             cmd = parse_command(record.value)
+            check_key(record.key, "incident_id", cmd.incident_id)
         except ValueError as exc:
             await self._dead_letter(record, str(exc))
             return
@@ -209,13 +210,10 @@ class Dispatcher:
 
     async def _enriched(self, service: IncidentService, record: ConsumerRecord) -> None:
         try:
-            rec = EnrichedIncident.model_validate(orjson.loads(record.value or b""))
-        except (orjson.JSONDecodeError, ValidationError) as exc:
-            reason = (
-                describe_validation_error(exc)
-                if isinstance(exc, ValidationError)
-                else f"value is not JSON: {exc}"
-            )
+            rec = EnrichedIncident.model_validate(decode_object(record.value))
+            check_key(record.key, "incident_id", rec.incident_id)
+        except (BadRecord, ValidationError) as exc:
+            reason = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
             await self._dead_letter(record, reason)
             return
         await self._retrying(record, rec.incident_id, lambda: service.file(rec), None)
@@ -256,8 +254,7 @@ class Dispatcher:
                 forwards = [outbox.command_message(f) for f in result.forwards]
                 for m in forwards:  # already in the outbox: sent now, re-sent if lost
                     futures.append(await self._producer.send(m.topic, key=m.key.encode(), value=m.value))
-                for fut in futures:
-                    await fut
+                await delivered(futures)
                 if forwards:
                     await outbox.mark_sent(self._pool, [m.message_id for m in forwards])
                 return
@@ -265,6 +262,8 @@ class Dispatcher:
                 if self._stopping.is_set():
                     raise
                 log.warning("transient failure on %s, retrying in %.1fs: %r", incident_id, delay, exc)
+                if isinstance(exc, BROKER_UNAVAILABLE):
+                    self._producer.client.force_metadata_update()  # the broker may have changed
             except Exception as exc:
                 unexpected += 1
                 log.exception("unexpected failure on %s (%d/%d)", incident_id, unexpected, MAX_UNEXPECTED)
@@ -276,15 +275,8 @@ class Dispatcher:
 
     async def _dead_letter(self, record: ConsumerRecord, reason: str) -> None:
         assert self._producer is not None
-        letter = DeadLetter(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=None if record.key is None else record.key.decode("utf-8", "replace"),
-            reason=reason,
-            stage="dispatcher",
-            value=(record.value or b"").decode("utf-8", "replace"),
-            at=datetime.now(UTC),
+        letter = dead_letter(
+            "dispatcher", reason, record.topic, record.key, record.value, record.partition, record.offset
         )
         log.warning("dead-lettered %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
         await self._producer.send_and_wait(

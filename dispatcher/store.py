@@ -21,6 +21,10 @@ def _loads(value: Any) -> Any:
     return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 
+CONNECT_TIMEOUT_S = 5.0
+COMMAND_TIMEOUT_S = 30.0
+
+
 async def init_connection(conn: asyncpg.Connection) -> None:
     """jsonb columns travel as Python objects."""
     await conn.set_type_codec(
@@ -29,7 +33,16 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=init_connection)
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=init_connection,
+        # A server that is restarting must fail a connection or a query fast (it is retried),
+        # never hold a consumer for asyncpg's default 60 s connect wait or forever on a query.
+        timeout=CONNECT_TIMEOUT_S,
+        command_timeout=COMMAND_TIMEOUT_S,
+    )
     assert pool is not None
     return pool
 

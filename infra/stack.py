@@ -29,6 +29,8 @@ from infra.kafka_admin import create_topics
 from infra.seed import DEMO_API_KEYS, DEMO_RESPONDER_PASSWORD, DEMO_USERS, seed_all
 from infra.settings import ROOT, Settings
 
+RESTART_BACKOFF_S = 2.0
+
 LOCAL = {"127.0.0.1", "localhost", "::1", ""}
 
 
@@ -121,6 +123,9 @@ class Supervisor:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.specs: dict[str, tuple[str, dict[str, str]]] = {}  # name -> module, env (for restarts)
         self.logs = Path(settings.state_dir) / "logs"
+        self.down: set[str] = set()  # killed on purpose and left down
+        self.restarts: dict[str, int] = {}
+        self._last_restart: dict[str, float] = {}
 
     def spawn(self, name: str, module: str, env: dict[str, str]) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -138,16 +143,37 @@ class Supervisor:
         self.procs.append((name, proc))
         self.specs[name] = (module, env)
 
-    def kill(self, name: str) -> None:
-        """SIGKILL one service (fault drills): no graceful shutdown, no last commit."""
+    def kill(self, name: str, keep_down: bool = False) -> None:
+        """SIGKILL one service (fault drills): no graceful shutdown, no last commit. `watch`
+        brings it back unless `keep_down` (a worker lost for good: the others take over)."""
         for n, proc in self.procs:
             if n == name and proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+        if keep_down:
+            self.down.add(name)
 
     def restart(self, name: str) -> None:
         module, env = self.specs[name]
+        self.down.discard(name)
         self.spawn(name, module, env)
+        self.restarts[name] = self.restarts.get(name, 0) + 1
+
+    def watch(self) -> list[str]:
+        """Restart every service that died (as systemd's Restart=always would), at most once
+        every RESTART_BACKOFF_S per service; returns the names restarted."""
+        now = time.monotonic()
+        restarted = []
+        for name, proc in list(self.procs):
+            if proc.poll() is None or name in self.down:
+                continue
+            if now - self._last_restart.get(name, 0.0) < RESTART_BACKOFF_S:
+                continue
+            _say(f"{name} exited with {proc.returncode}; restarting it (see {self.logs / (name + '.log')})")
+            self._last_restart[name] = now
+            self.restart(name)
+            restarted.append(name)
+        return restarted
 
     def start(self) -> None:
         s = self.settings
@@ -243,7 +269,11 @@ def up(settings: Settings, workers: int) -> None:
         sup.wait_healthy()
         _banner(settings)
         while not stop:
-            sup.check()
+            sup.watch()
+            if broker is not None and broker.poll() is not None:
+                _say("the broker exited; starting it again (it comes back empty: topics re-created)")
+                broker = ensure_broker(settings)
+                asyncio.run(create_topics(settings))
             time.sleep(0.5)
     finally:
         _say("stopping")

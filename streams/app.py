@@ -9,36 +9,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-import asyncpg
 import faust
-import redis.exceptions
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
 from faust.transport.drivers.aiokafka import Transport as AIOKafkaDriverTransport
+from faust.types import TP
 
+from infra.faults import TRANSIENT
 from infra.settings import Settings
 from streams import topics
 from streams.deadletter import dead_letter
+from streams.logwatch import OffsetWatch
 from streams.normalise import BadRecord
 from streams.service import StreamService
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Errors that say "the world is down", not "this record is bad": retried, never dead-lettered.
-TRANSIENT = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-)
 MAX_UNEXPECTED_ATTEMPTS = 3
+LOG_CHECK_S = 2.0
+EXIT_LOG_RESTARTED = 75  # EX_TEMPFAIL: the supervisor starts the worker again
 
 
 class _TunedConsumerThread(AIOKafkaConsumerThread):
@@ -125,8 +119,14 @@ def build_app(settings: Settings, service: StreamService | None = None) -> Centr
         web_host="127.0.0.1",
         datadir=f"{settings.state_dir}/faust-{settings.faust_web_port}",
         broker_commit_interval=0.5,
+        # A worker that dies (SIGKILL, a lost host) gives its partitions up after 10 s rather
+        # than Faust's default 60 s: reports on them wait that long for the rebalance.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
+        broker_rebalance_timeout=20.0,
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    watch = OffsetWatch()
 
     def topic(name: str) -> Any:
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
@@ -153,7 +153,18 @@ def build_app(settings: Settings, service: StreamService | None = None) -> Centr
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
         async for event in stream.events():
+            watch.saw(event.message.topic, event.message.partition, event.message.offset)
             yield event
+
+    async def check_logs() -> None:
+        """A log that restarted below what we read: leave, and let the supervisor start us afresh."""
+        restarted = watch.truncated(lambda t, p: app.consumer.highwater(TP(t, p)))
+        if restarted:
+            log.error("the broker lost its logs (%s); exiting to start afresh", "; ".join(restarted))
+            logging.shutdown()
+            os._exit(EXIT_LOG_RESTARTED)  # like a crash: nothing is acknowledged that was not done
+
+    app.timer(interval=LOG_CHECK_S)(check_logs)
 
     @app.agent(raw, name="normalise")
     async def normalise_reports(stream: Any) -> None:

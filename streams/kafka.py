@@ -9,12 +9,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import UnknownError
 
 from infra.settings import Settings
+
+# Clients re-read the cluster's metadata this often (aiokafka's default is 5 minutes): after a
+# broker restart or a partition moving, sends that fail with a non-retriable error (which does
+# not trigger a refresh) recover within seconds instead of minutes.
+METADATA_MAX_AGE_MS = 5_000
 
 
 def make_producer(settings: Settings) -> AIOKafkaProducer:
@@ -28,6 +34,7 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
         acks="all",
         linger_ms=0,
         request_timeout_ms=10_000,
+        metadata_max_age_ms=METADATA_MAX_AGE_MS,
     )
 
 
@@ -53,6 +60,7 @@ def make_consumer(settings: Settings, *topic_names: str, group_id: str | None) -
         max_poll_records=500,
         session_timeout_ms=10_000,
         heartbeat_interval_ms=2_000,
+        metadata_max_age_ms=METADATA_MAX_AGE_MS,
     )
 
 
@@ -62,3 +70,12 @@ def stop_on_signals(stop: Callable[[], None]) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop)
+
+
+async def delivered(futures: Iterable[Awaitable[Any]]) -> None:
+    """Wait for every send to be acknowledged, then raise the first failure, if any: no send's
+    error is left unretrieved when an earlier one fails (a broker restart fails them all)."""
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result

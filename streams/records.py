@@ -18,10 +18,27 @@ Lat = Annotated[float, Field(ge=-90, le=90, description="WGS-84 latitude, degree
 SourceId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")]
 Text = Annotated[str, Field(max_length=2000)]
 Source = Literal["camera", "hotline", "app"]
+# Closed vocabularies, declared in the OpenAPI document (the validators below word the refusal).
+AlarmType = Annotated[str, Field(json_schema_extra={"enum": list(CAMERA_ALARM_TYPES)})]
+CategoryCode = Annotated[str, Field(json_schema_extra={"enum": sorted(CATEGORIES)})]
+TimeLimit = Annotated[str, Field(json_schema_extra={"enum": list(HOTLINE_TIME_LIMITS)})]
+
+
+def refuse_nul(value: Any) -> Any:
+    """PostgreSQL text and jsonb cannot hold U+0000: refuse it at the edge (a 422 naming the
+    field) rather than fail on the insert (a 500)."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain the NUL character (U+0000)")
+    if isinstance(value, list):
+        for item in value:
+            refuse_nul(item)
+    return value
 
 
 class _Contract(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    _no_nul = field_validator("*", mode="before")(refuse_nul)
 
 
 def _check_category(value: str) -> str:
@@ -33,7 +50,7 @@ def _check_category(value: str) -> str:
 class CameraAlarm(_Contract):
     alarm_id: SourceId
     camera_id: SourceId
-    alarm_type: str
+    alarm_type: AlarmType
     confidence: float = Field(ge=0, le=1)
     occurred_at: AwareDatetime
     snapshot_url: HttpUrl | None = None
@@ -52,12 +69,12 @@ class HotlineTicket(_Contract):
     received_at: AwareDatetime
     caller_phone: Annotated[str, Field(pattern=r"^\+?[0-9\-]{5,20}$")]
     caller_name: Annotated[str, Field(max_length=50)] | None = None
-    category: str
+    category: CategoryCode
     description: Text
     address: Annotated[str, Field(max_length=200)] | None = None
     lon: Lon
     lat: Lat
-    time_limit: str
+    time_limit: TimeLimit
 
     _category = field_validator("category")(_check_category)
 
@@ -73,7 +90,7 @@ class AppReport(_Contract):
     report_id: SourceId
     reporter_id: SourceId
     reported_at: AwareDatetime
-    category: str
+    category: CategoryCode
     description: Text
     lon: Lon
     lat: Lat

@@ -15,6 +15,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from dispatcher.geo import Grid, GridIndex
+from dispatcher.store import COMMAND_TIMEOUT_S, CONNECT_TIMEOUT_S
 from infra.settings import Settings
 from streams.deadletter import check_key, dead_letter, decode_object, validated
 from streams.enrich import Enricher
@@ -64,7 +65,13 @@ class StreamService:
                 await self._connect()
 
     async def _connect(self) -> None:
-        pool = await asyncpg.create_pool(self.settings.database_url, min_size=1, max_size=4)
+        pool = await asyncpg.create_pool(
+            self.settings.database_url,
+            min_size=1,
+            max_size=4,
+            timeout=CONNECT_TIMEOUT_S,
+            command_timeout=COMMAND_TIMEOUT_S,
+        )
         assert pool is not None
         try:
             self._grids = await load_grid_index(pool)
