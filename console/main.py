@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -34,7 +33,7 @@ from dispatcher.plan import load_plans
 from infra.db import ensure_database, migrate
 from infra.faults import BROKER_UNAVAILABLE, TRANSIENT
 from infra.settings import Settings
-from streams import topics
+from streams import livestate, topics
 from streams.kafka import make_consumer, make_producer, start_producer, stop_on_signals
 from streams.livestate import LiveState
 
@@ -112,7 +111,7 @@ async def amain(settings: Settings) -> None:
     pool = await store.create_pool(settings.database_url)
     async with pool.acquire() as conn:
         await migrate(conn)
-    redis = aioredis.Redis.from_url(settings.redis_url)
+    redis = livestate.connect(settings.redis_url)
     producer = make_producer(settings)
     await start_producer(producer)
     consumer = await start_events_consumer(settings)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+import orjson
+
 # The personal fields of reports and incidents (DESIGN: masked on screens).
 PERSONAL_FIELDS: Final = ("caller_phone", "caller_name", "reporter_id")
 # What a responder's phone may know of an incident they hold a task on.
@@ -85,3 +87,33 @@ def responder_incident(view: dict[str, Any], my_tasks: list[dict[str, Any]]) -> 
     out = {k: view.get(k) for k in RESPONDER_FIELDS}
     out["tasks"] = my_tasks
     return out
+
+
+_MASKERS: Final = {"caller_phone": mask_phone, "caller_name": mask_name, "reporter_id": mask_id}
+
+
+def masked_tree(value: Any) -> Any:
+    """Any JSON value with every personal field masked wherever it sits (records on the ops
+    tail: raw reports, incidents, dead letters, whose `value` is the original record's text)."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            masker = _MASKERS.get(k)
+            if masker is not None and (v is None or isinstance(v, str)):
+                out[k] = masker(v)
+            elif k == "value" and isinstance(v, str) and v.startswith("{"):
+                out[k] = _masked_text(v)
+            else:
+                out[k] = masked_tree(v)
+        return out
+    if isinstance(value, list):
+        return [masked_tree(v) for v in value]
+    return value
+
+
+def _masked_text(text: str) -> str:
+    try:
+        parsed = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+    return orjson.dumps(masked_tree(parsed)).decode()

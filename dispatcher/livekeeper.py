@@ -5,6 +5,7 @@ only positions live in Redis alone, so they are copied to PostgreSQL every few s
 epoch key marks a populated live state: when it is missing (Redis came back empty), the keeper
 rebuilds roster, cameras, last positions and busy statuses from PostgreSQL. Fixes that arrive
 meanwhile win over the copy (newer `at_ms`), so the rebuild never moves anyone backwards.
+Busy statuses are also brought back in line with the tasks every few seconds.
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ class LiveKeeper:
                     await self.rebuild()
                 elif time.monotonic() - last_copy >= self._snapshot_s:
                     await self.copy_positions()
+                    # Busy/available follow the tasks in PostgreSQL: a status change lost with
+                    # Redis (or between a commit and its live-state update) is repaired here.
+                    repaired = await self._statuses.sync_live_statuses()
+                    if repaired:
+                        log.warning("live statuses repaired from the tasks: %d responders", repaired)
                     last_copy = time.monotonic()
             except TRANSIENT as exc:
                 log.warning("live keeper: %r", exc)

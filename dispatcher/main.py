@@ -30,7 +30,7 @@ from dispatcher.store import create_pool
 from infra.db import ensure_database, migrate
 from infra.faults import BROKER_UNAVAILABLE, TRANSIENT
 from infra.settings import Settings
-from streams import topics
+from streams import livestate, topics
 from streams.deadletter import check_key, dead_letter, decode_object
 from streams.kafka import delivered, make_consumer, make_producer, start_producer, stop_on_signals
 from streams.livestate import LiveState
@@ -82,7 +82,7 @@ class Dispatcher:
             await migrate(conn)
         self._producer = make_producer(self.settings)
         await start_producer(self._producer)
-        self._redis = aioredis.Redis.from_url(self.settings.redis_url)
+        self._redis = livestate.connect(self.settings.redis_url)
         self._service = IncidentService(
             self._pool,
             load_plans(Path(self.settings.plans_path) if self.settings.plans_path else None),

@@ -172,7 +172,12 @@ class IncidentService:
                 result.refused = f"no incident {cmd.incident_id!r}"
                 return result
             ctx = await self._context(conn, case, cmd)
-            for _ in range(MAX_RACES):
+            for attempt in range(MAX_RACES + 1):
+                if attempt == MAX_RACES:
+                    # Responders keep being taken by other incidents (live state lagging behind
+                    # the tasks): the command still applies, offering nobody new this time.
+                    log.warning("%s: candidates kept being taken; applying without offers", cmd.command_id)
+                    ctx = replace(ctx, candidates=[], grid_workers=[])
                 try:
                     outcome = decide(case, cmd, ctx)
                 except IllegalTransition as exc:
@@ -193,8 +198,10 @@ class IncidentService:
                         candidates=[c for c in ctx.candidates if c.responder_id not in taken],
                         grid_workers=[c for c in ctx.grid_workers if c.responder_id not in taken],
                     )
-            else:
-                result.refused = "responders kept being taken by other incidents; try again"
+            else:  # even without new offers (the operator named someone busy): refused, audited
+                detail = "the responders named are busy on other incidents; pick others"
+                await self._audit(conn, cmd, "refused", detail)
+                result.refused = detail
                 return result
             if cmd.action == "split":
                 # the split-off incident's reports leave this one

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import faust
@@ -23,7 +23,7 @@ from infra.faults import TRANSIENT
 from infra.settings import Settings
 from streams import topics
 from streams.deadletter import dead_letter
-from streams.logwatch import OffsetWatch
+from streams.logwatch import OffsetWatch, beyond_log_end
 from streams.normalise import BadRecord
 from streams.service import StreamService
 
@@ -46,6 +46,33 @@ class _TunedConsumerThread(AIOKafkaConsumerThread):
                 raise RuntimeError("aiokafka changed: cannot set the consumer's fetch wait")
             consumer._fetch_max_wait_ms = wait_ms
         return consumer
+
+    async def seek_to_committed(self) -> Mapping[Any, int]:
+        """Committed offsets past the end of their log (the broker lost it) are not trusted:
+        those partitions are read from their beginning (see streams.logwatch)."""
+        committed: Mapping[Any, int] = await super().seek_to_committed()
+        return dict(await self.call_thread(self._read_restarted_logs_from_start, committed))
+
+    async def _read_restarted_logs_from_start(self, committed: Mapping[Any, int]) -> Mapping[Any, int]:
+        consumer = self._ensure_consumer()
+        ends = await consumer.end_offsets([tp for tp, o in committed.items() if o is not None])
+        stale = beyond_log_end(committed, ends)
+        if not stale:
+            return committed
+        starts = await consumer.beginning_offsets(stale)
+        out = dict(committed)
+        for tp in stale:
+            log.error(
+                "%s[%d]: committed offset %d is past the log's end %d (the broker lost it); reading from %d",
+                tp.topic,
+                tp.partition,
+                committed[tp],
+                ends[tp],
+                starts[tp],
+            )
+            consumer.seek(tp, starts[tp])
+            out[tp] = starts[tp]
+        return out
 
 
 class _TunedConsumer(AIOKafkaDriverConsumer):

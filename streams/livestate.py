@@ -88,6 +88,20 @@ class Nearby:
     lat: float
 
 
+SOCKET_TIMEOUT_S = 5.0
+
+
+def connect(url: str) -> Redis:
+    """The one way services reach Redis: a call to a server that stopped answering fails in
+    seconds (and is retried by its caller) instead of holding a consumer and its transaction."""
+    return Redis.from_url(
+        url,
+        socket_timeout=SOCKET_TIMEOUT_S,
+        socket_connect_timeout=SOCKET_TIMEOUT_S,
+        health_check_interval=10,
+    )
+
+
 class LiveState:
     """Adapter over the Redis keys in `streams.topics`. Takes a connected client."""
 

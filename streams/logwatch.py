@@ -5,12 +5,18 @@ partition) starts each log again at offset 0. Faust remembers the offsets it has
 skips every record at or below them, so a worker that lived through the loss would ignore
 the new records until their offsets passed the old ones. When a partition's high-water mark
 falls to or below an offset already seen, the worker must start afresh (the supervisor
-restarts it; it then reads the new log from its beginning). Pure: fed offsets, asked.
+restarts it). A worker that starts afresh must not trust its group's committed offsets
+either: one that lived through the loss may have committed its old positions to the new
+broker, and Faust would skip everything below them. `beyond_log_end` finds those, and the
+worker reads such partitions from their beginning instead. Pure: fed offsets, asked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
+from typing import TypeVar
+
+P = TypeVar("P", bound=Hashable)
 
 
 class OffsetWatch:
@@ -32,4 +38,13 @@ class OffsetWatch:
         return out
 
 
-__all__ = ["OffsetWatch"]
+def beyond_log_end(committed: Mapping[P, int | None], ends: Mapping[P, int]) -> list[P]:
+    """Partitions whose committed offset lies past the end of their log: the log restarted."""
+    return [
+        tp
+        for tp, offset in committed.items()
+        if offset is not None and offset >= 0 and tp in ends and offset > ends[tp]
+    ]
+
+
+__all__ = ["OffsetWatch", "beyond_log_end"]

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from dispatcher.geo import Grid, GridIndex
 from dispatcher.store import COMMAND_TIMEOUT_S, CONNECT_TIMEOUT_S
 from infra.settings import Settings
+from streams import livestate
 from streams.deadletter import check_key, dead_letter, decode_object, validated
 from streams.enrich import Enricher
 from streams.livestate import LiveState
@@ -78,7 +79,7 @@ class StreamService:
         except BaseException:
             await pool.close()
             raise
-        self._redis = aioredis.Redis.from_url(self.settings.redis_url)
+        self._redis = livestate.connect(self.settings.redis_url)
         self._live = LiveState(self._redis)
         self._enricher = Enricher(self._live, self.settings.nearest_per_kind, self.settings.nearest_radius_m)
         self._pool = pool

@@ -27,6 +27,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
+from console.masking import masked_tree
 from dispatcher.category import CATEGORIES
 from infra.settings import Settings
 from streams import topics as T
@@ -416,6 +417,7 @@ async def _run(
                 value, kind = decode_value(msg.value)
                 if not record_matches(msg.topic, value, filters):
                     continue
+                value = masked_tree(value)  # ops see the pipeline, not callers' numbers
                 emit(
                     TailRecord(
                         msg.topic, msg.partition, msg.offset, msg.timestamp, decode_key(msg.key), value, kind

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -97,3 +98,20 @@ def test_masked_payload() -> None:
     assert app == {"report_id": "SSP-1", "reporter_id": "re***29"}
     camera = {"alarm_id": "CAM-1", "camera_id": "500108"}
     assert masked_payload("camera", camera) == camera  # nothing personal, no keys added
+
+
+def test_the_ops_tail_sees_no_personal_data_anywhere_in_a_record() -> None:
+    from console.masking import masked_tree
+
+    raw = {
+        "tracking_no": "H20261122-0001",
+        "payload": {"caller_phone": "13800138000", "caller_name": "李女士", "description": "油烟"},
+    }
+    letter = {"topic": "reports.raw", "reason": "x", "value": orjson.dumps(raw).decode()}
+    shown = masked_tree({"records": [raw, {"reporter_id": "resident-1029"}], "letter": letter})
+    text = orjson.dumps(shown).decode()
+    assert "13800138000" not in text and "李女士" not in text and "resident-1029" not in text
+    assert shown["records"][0]["payload"]["caller_phone"] == "138****8000"
+    assert shown["records"][0]["payload"]["description"] == "油烟"  # the rest untouched
+    assert orjson.loads(shown["letter"]["value"])["payload"]["caller_name"].startswith("李")
+    assert masked_tree("not json") == "not json" and masked_tree(None) is None

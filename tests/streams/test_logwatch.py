@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.logwatch import OffsetWatch
+from streams.logwatch import OffsetWatch, beyond_log_end
 
 
 def test_a_log_that_restarted_below_what_was_read_is_noticed() -> None:
@@ -20,3 +20,10 @@ def test_a_log_that_restarted_below_what_was_read_is_noticed() -> None:
     ]
     ends[("reports.raw", 1)] = 7
     assert len(watch.truncated(lambda t, p: ends.get((t, p)))) == 2  # ends exactly at what we read: gone
+
+
+def test_committed_offsets_past_the_end_of_a_restarted_log_are_not_trusted() -> None:
+    committed = {"raw-0": 117, "raw-1": 9, "raw-2": None, "raw-3": 40, "raw-4": -1}
+    ends = {"raw-0": 5, "raw-1": 9, "raw-2": 3, "raw-3": 52, "raw-4": 0}
+    assert beyond_log_end(committed, ends) == ["raw-0"]  # at the end (9) or before it: fine
+    assert beyond_log_end({"raw-0": 117}, {}) == []  # no end known: no verdict
