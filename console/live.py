@@ -295,6 +295,9 @@ class LiveHub:
         if message.get("type") == "command.refused":
             self._refused(message)
             return None
+        if message.get("type") == "command.done":  # applied without a visible change
+            self._answered(str(message.get("command_id")))
+            return None
         self._answered(_command_of(message.get("event_id")))
         delta = self.board.apply(message)
         if delta is None:

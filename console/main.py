@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,11 +35,12 @@ from infra.db import ensure_database, migrate
 from infra.faults import BROKER_UNAVAILABLE, TRANSIENT
 from infra.settings import Settings
 from streams import livestate, topics
-from streams.kafka import make_consumer, make_producer, start_producer, stop_on_signals
+from streams.kafka import make_consumer, make_producer, rewind_restarted_logs, start_producer, stop_on_signals
 from streams.livestate import LiveState
 
 log = logging.getLogger("console")
 RECONCILE_EVERY_S = 2.0
+LOG_CHECK_S = 2.0  # how often the event feed checks the broker did not restart its logs
 COMMAND_SEND_TIMEOUT_S = 5.0
 
 
@@ -58,6 +60,7 @@ async def follow_events(
 ) -> None:
     """Feed every incident event to the hub, in partition order. An unusable one is
     dead-lettered with its reason (console/events.py) and the feed goes on."""
+    checked = time.monotonic()
     while not stopping.is_set():
         batches = await consumer.getmany(timeout_ms=200)
         for records in batches.values():
@@ -65,6 +68,10 @@ async def follow_events(
                 reason = feed(record, publish)
                 if reason is not None:
                     await dead_letters.send(record, reason)
+        if time.monotonic() - checked > LOG_CHECK_S:
+            checked = time.monotonic()
+            with contextlib.suppress(*BROKER_UNAVAILABLE):
+                await rewind_restarted_logs(consumer)
 
 
 async def start_events_consumer(settings: Settings) -> AIOKafkaConsumer:

@@ -32,7 +32,14 @@ from infra.faults import BROKER_UNAVAILABLE, TRANSIENT
 from infra.settings import Settings
 from streams import livestate, topics
 from streams.deadletter import check_key, dead_letter, decode_object
-from streams.kafka import delivered, make_consumer, make_producer, start_producer, stop_on_signals
+from streams.kafka import (
+    delivered,
+    make_consumer,
+    make_producer,
+    rewind_restarted_logs,
+    start_producer,
+    stop_on_signals,
+)
 from streams.livestate import LiveState
 from streams.normalise import BadRecord, describe_validation_error
 from streams.records import EnrichedIncident
@@ -40,6 +47,7 @@ from streams.records import EnrichedIncident
 log = logging.getLogger("dispatcher")
 TIMER_TICK_S = 0.2
 RELAY_TICK_S = 1.0
+LOG_CHECK_S = 2.0  # how often the consumer checks the broker did not restart its logs
 MAX_UNEXPECTED = 3  # a record that keeps failing for no transient reason is dead-lettered
 
 
@@ -120,8 +128,13 @@ class Dispatcher:
             asyncio.create_task(self._relay(), name="outbox-relay"),
             asyncio.create_task(keeper.run(self._stopping), name="live-keeper"),
         ]
+        checked = time.monotonic()
         try:
             while not self._stopping.is_set():
+                if time.monotonic() - checked > LOG_CHECK_S:
+                    checked = time.monotonic()
+                    with contextlib.suppress(*BROKER_UNAVAILABLE):
+                        await rewind_restarted_logs(self._consumer)
                 batches = await self._consumer.getmany(timeout_ms=200)
                 for records in batches.values():
                     for record in records:
@@ -237,6 +250,21 @@ class Dispatcher:
                     )
                     for m in result.messages
                 ]
+                if cmd is not None and result.refused is None and not result.messages:
+                    # Applied, but changed nothing anyone sees: say so, so the console that
+                    # queued it stops waiting for an answer.
+                    done = {
+                        "type": "command.done",
+                        "command_id": cmd.command_id,
+                        "incident_id": incident_id,
+                        "action": cmd.action,
+                        "actor": cmd.actor,
+                    }
+                    futures.append(
+                        await self._producer.send(
+                            topics.INCIDENTS_EVENTS, key=incident_id.encode(), value=orjson.dumps(done)
+                        )
+                    )
                 if result.refused is not None and cmd is not None:
                     refusal = {
                         "type": "command.refused",

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import UnknownError
 
 from infra.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # Clients re-read the cluster's metadata this often (aiokafka's default is 5 minutes): after a
 # broker restart or a partition moving, sends that fail with a non-retriable error (which does
@@ -79,3 +82,24 @@ async def delivered(futures: Iterable[Awaitable[Any]]) -> None:
     for result in results:
         if isinstance(result, BaseException):
             raise result
+
+
+async def rewind_restarted_logs(consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+    """Partitions whose log now ends before this consumer's position (the broker lost it and
+    started the log again) are read from their beginning; returns them. A consumer left at its
+    old position would otherwise wait, silently, until the new log grew past it."""
+    assigned = list(consumer.assignment())
+    if not assigned:
+        return []
+    ends = await consumer.end_offsets(assigned)
+    restarted = []
+    for tp in assigned:
+        end = ends.get(tp)
+        if end is not None and end < await consumer.position(tp):
+            restarted.append(tp)
+    if restarted:
+        log.error(
+            "logs restarted below our position (the broker lost them): %s; reading them again", restarted
+        )
+        await consumer.seek_to_beginning(*restarted)
+    return restarted

@@ -227,7 +227,13 @@ async def test_unanswered_commands_are_bounded_per_client(pg: asyncpg.Pool) -> N
         refusal = await operator.answer(acks[1]["id"])
         assert refusal["code"] == "refused" and refusal["message"] == "不行"
         assert centre.hub.pending_count == 1
-        for _ in range(2):
+        # ... and applies the third without a visible change (say, a dispatch with nobody to
+        # offer): its "command.done" notice frees the last slot too.
+        centre.hub.publish(
+            {"type": "command.done", "command_id": acks[2]["command_id"], "incident_id": centre.incident_a}
+        )
+        assert centre.hub.pending_count == 0
+        for _ in range(3):
             assert (await operator.command("note", incident_id=centre.incident_a, text="记录"))[
                 "type"
             ] == "ack"

@@ -30,7 +30,7 @@ from dispatcher.lifecycle import OPEN_STATES
 from infra.seed import DEMO_API_KEYS
 from infra.settings import Settings
 
-ACCEPT_TIMEOUT_S = 3  # the drills' plans: offers nobody takes expire and go to the next responder
+ACCEPT_TIMEOUT_S = 5  # the drills' plans: offers nobody takes expire and go to the next responder
 OPEN = frozenset(s.value for s in OPEN_STATES)
 CATEGORIES = ("garbage_overflow", "road_damage", "streetlight", "noise", "sewage")
 
@@ -109,6 +109,7 @@ class OperatorConsole:
     dispatched: set[str] = field(default_factory=set)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    ws: Any = None  # the current connection
 
     async def run(self, stop: asyncio.Event) -> None:
         url = f"ws://{self.settings.http_host}:{self.settings.ws_port}"
@@ -122,7 +123,31 @@ class OperatorConsole:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
 
+    async def cancel_open(self, timeout: float = 60.0) -> int:
+        """Withdraw every open incident, the way the operator would (a cancel per incident,
+        paced under the socket's rate limit, sent again if it did not take), so one drill's
+        offers do not load the next one."""
+        deadline = time.monotonic() + timeout
+        last_sent: dict[str, float] = {}
+        while self.board:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"incidents still open after cancelling: {sorted(self.board)[:10]}; "
+                    f"last errors: {self.errors[-5:]}"
+                )
+            for iid in list(self.board):
+                if self.ws is None or time.monotonic() - last_sent.get(iid, -10.0) < 5.0:
+                    continue
+                cancel = {"type": "cancel", "id": f"c-{iid}-{len(last_sent)}", "incident_id": iid}
+                with contextlib.suppress(ConnectionClosed):
+                    await self.ws.send(orjson.dumps({**cancel, "reason": "演练结束"}).decode())
+                    last_sent[iid] = time.monotonic()
+                await asyncio.sleep(0.08)
+            await asyncio.sleep(0.3)
+        return len(last_sent)
+
     async def _session(self, ws: Any, stop: asyncio.Event) -> None:
+        self.ws = ws
         hello: dict[str, Any] = {"type": "auth", "id": "hello", "token": self.token}
         if self.seq is not None:
             hello["resume_from"] = self.seq
@@ -230,11 +255,20 @@ async def stuck_work(pool: asyncpg.Pool, redis: aioredis.Redis) -> list[str]:
             f"timer {r['timer_id']} ({r['kind']}) due {r['fire_at']} fired {r['fired_at']}: not applied"
         )
     for r in await pool.fetch(
-        """SELECT task_id, responder_id, offered_at FROM tasks
-            WHERE state = 'offered' AND offered_at < now() - make_interval(secs => $1)""",
+        """SELECT t.task_id, t.responder_id, t.offered_at, t.incident_id, i.status,
+                  (SELECT string_agg(format('%s due %s fired %s cancelled %s applied %s', m.kind, m.fire_at,
+                                            m.fired_at, m.cancelled_at,
+                                            EXISTS (SELECT 1 FROM processed_events p
+                                                     WHERE p.event_id = 'timer:' || m.timer_id)), '; ')
+                     FROM timers m WHERE m.task_id = t.task_id) AS timers
+             FROM tasks t JOIN incidents i USING (incident_id)
+            WHERE t.state = 'offered' AND t.offered_at < now() - make_interval(secs => $1)""",
         float(slack),
     ):
-        problems.append(f"task {r['task_id']} offered to {r['responder_id']} at {r['offered_at']}: stuck")
+        problems.append(
+            f"task {r['task_id']} offered to {r['responder_id']} at {r['offered_at']} ({r['status']}): "
+            f"stuck; timers: {r['timers']}"
+        )
     active = {
         r["responder_id"]
         for r in await pool.fetch(
