@@ -87,19 +87,15 @@ async def delivered(futures: Iterable[Awaitable[Any]]) -> None:
 async def rewind_restarted_logs(consumer: AIOKafkaConsumer) -> list[TopicPartition]:
     """Partitions whose log now ends before this consumer's position (the broker lost it and
     started the log again) are read from their beginning; returns them. A consumer left at its
-    old position would otherwise wait, silently, until the new log grew past it."""
-    assigned = list(consumer.assignment())
-    if not assigned:
-        return []
-    ends = await consumer.end_offsets(assigned)
+    old position would otherwise wait, silently, until the new log grew past it. The end is the
+    high-water mark of the latest fetch: records returned never lie beyond it, so in normal
+    operation it is never below the position."""
     restarted = []
-    for tp in assigned:
-        end = ends.get(tp)
+    for tp in consumer.assignment():
+        end = consumer.highwater(tp)
         if end is not None and end < await consumer.position(tp):
             restarted.append(tp)
     if restarted:
-        log.error(
-            "logs restarted below our position (the broker lost them): %s; reading them again", restarted
-        )
+        log.error("logs restarted below our position (the broker lost them): %s; reading again", restarted)
         await consumer.seek_to_beginning(*restarted)
     return restarted

@@ -46,6 +46,12 @@ async def test_a_consumer_left_past_a_restarted_log_reads_the_new_log(tmp_path: 
         await consumer.seek_to_end(tp)
         assert await consumer.position(tp) == 5
         assert await rewind_restarted_logs(consumer) == []  # nothing lost: left alone
+        # Records flowing while the consumer keeps up: never mistaken for a restarted log.
+        flowing = asyncio.create_task(_produce(broker.bootstrap, "events", [b"more"] * 30))
+        while not flowing.done() or await consumer.position(tp) < 35:
+            await consumer.getmany(tp, timeout_ms=50)
+            assert await rewind_restarted_logs(consumer) == []
+        await flowing
 
         await asyncio.to_thread(broker.restart_empty, 0.5)
         await _topic(broker.bootstrap, "events")
