@@ -367,6 +367,8 @@ function logout(message, endSession) {
   const ws = state.ws; state.ws = null; if (ws) ws.close();
   $("#login-view").hidden = false; $("#board-view").hidden = true; $("#logout").hidden = true;
   $("#login-error").textContent = message || ""; setConn("off", "未连接");
+  $("#who").textContent = "";  // a shared command-room screen shows nobody as logged in
+  const pw = $("#login input[name=password]"); if (pw) pw.value = "";
 }
 
 $("#login").addEventListener("submit", async (e) => {

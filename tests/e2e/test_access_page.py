@@ -4,6 +4,7 @@ cannot reveal or dispatch, the administrator's demo login, logout, and masked re
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -16,6 +17,9 @@ from tests.e2e.conftest import KEYS, hotline_ticket, incident_id
 
 pytestmark = pytest.mark.e2e
 PASSWORDS = {u: pw for u, _, _, pw in DEMO_USERS}
+
+
+SCREENSHOTS = Path(Settings().state_dir) / "screenshots"
 
 
 async def login(http: httpx.AsyncClient, username: str) -> dict[str, str]:
@@ -70,6 +74,8 @@ async def test_an_operator_reveals_a_callers_number_on_the_console_and_it_is_aud
     await page.wait_for_selector("#p-reveal-result:has-text('13800138000')")
     assert "李女士" in await page.inner_text("#p-reveal-result") and "记录" in reasons[0]
     assert "138****8000" in await page.inner_text(row)  # the masked value stays everywhere else
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / "console-reveal.png"))
     entry = await stack_pg.fetchrow(
         "SELECT * FROM audit_log WHERE kind = 'reveal' AND incident_id = $1 ORDER BY seq DESC LIMIT 1", iid
     )

@@ -5,6 +5,7 @@ is cut off, and a healthy console keeps getting incidents throughout."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import httpx
 import orjson
@@ -75,5 +76,8 @@ async def test_a_logged_out_page_is_shown_the_login_screen(
     await page.evaluate("state.ws.send(JSON.stringify({type: 'snapshot', id: 'after-logout'}))")
     await page.wait_for_selector("#login-view:not([hidden])", timeout=10_000)
     assert "登录已过期" in await page.inner_text("#login-error")
+    await page.screenshot(
+        path=str(Path(stack.state_dir).parent / "screenshots" / "console-session-expired.png")
+    )
     await page.close()
     await console.wait_incident(await _new_incident(http))
