@@ -195,9 +195,65 @@ class OperatorConsole:
                 )
 
 
-async def login(base_url: str) -> str:
+ACTIVE_TASK = frozenset({"offered", "accepted", "en_route", "on_scene"})
+
+
+@dataclass
+class ResponderPhone:
+    """A responder's phone page: its task list from the first frame, then each pushed change;
+    it reconnects whenever the socket drops (and gets its list afresh)."""
+
+    settings: Settings
+    token: str
+    tasks: dict[str, str] = field(default_factory=dict)  # task id -> state
+    connects: int = 0
+    listed: asyncio.Event = field(default_factory=asyncio.Event)  # the first task list arrived
+
+    @property
+    def active(self) -> set[str]:
+        return {tid for tid, state in self.tasks.items() if state in ACTIVE_TASK}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        url = f"ws://{self.settings.http_host}:{self.settings.ws_port}"
+        while not stop.is_set():
+            try:
+                async with connect(url, open_timeout=5) as ws:
+                    await ws.send(orjson.dumps({"type": "auth", "id": "hello", "token": self.token}).decode())
+                    self.connects += 1
+                    while not stop.is_set():
+                        try:
+                            frame = orjson.loads(await asyncio.wait_for(ws.recv(), 0.5))
+                        except TimeoutError:
+                            continue
+                        if frame.get("type") == "tasks":
+                            self.tasks = {t["task_id"]: t["state"] for t in frame["tasks"]}
+                            self.listed.set()
+                        elif frame.get("type") == "task":
+                            self.tasks[frame["task"]["task_id"]] = frame["task"]["state"]
+            except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError):
+                pass
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+
+
+async def phone_behind(pool: asyncpg.Pool, responder_id: str, phone: ResponderPhone) -> list[str]:
+    """The phone's active tasks differ from the responder's active tasks in PostgreSQL."""
+    rows = await pool.fetch(
+        "SELECT task_id FROM tasks WHERE responder_id = $1 AND state = ANY($2::text[])",
+        responder_id,
+        sorted(ACTIVE_TASK),
+    )
+    truth = {r["task_id"] for r in rows}
+    return (
+        []
+        if truth == phone.active
+        else [f"phone of {responder_id} shows {sorted(phone.active)}, not {sorted(truth)}"]
+    )
+
+
+async def login(base_url: str, username: str = "duty", password: str = "duty-demo-2026") -> str:
     async with httpx.AsyncClient(base_url=base_url, timeout=15) as http:
-        r = await http.post("/api/v1/auth/login", json={"username": "duty", "password": "duty-demo-2026"})
+        r = await http.post("/api/v1/auth/login", json={"username": username, "password": password})
         r.raise_for_status()
         return str(r.json()["token"])
 

@@ -15,8 +15,18 @@ import pytest
 
 from infra.faults import TRANSIENT
 from infra.kafka_admin import create_topics
+from infra.seed import DEMO_RESPONDER_PASSWORD
 from tests.drills.conftest import SUMMARY, Centre
-from tests.drills.harness import Findings, Traffic, page_behind, reports_in_incidents, stuck_work
+from tests.drills.harness import (
+    Findings,
+    ResponderPhone,
+    Traffic,
+    login,
+    page_behind,
+    phone_behind,
+    reports_in_incidents,
+    stuck_work,
+)
 
 pytestmark = pytest.mark.drill
 
@@ -26,7 +36,12 @@ AFTER_S = 6.0
 SETTLE_S = 90.0
 
 
-async def drill(centre: Centre, name: str, fault: Callable[[], Awaitable[int]]) -> Findings:
+async def drill(
+    centre: Centre,
+    name: str,
+    fault: Callable[[], Awaitable[int]],
+    also_behind: Callable[[], Awaitable[list[str]]] | None = None,
+) -> Findings:
     stop = asyncio.Event()
     traffic = Traffic(centre.base_url, RATE, re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-"))
     flowing = asyncio.create_task(traffic.run(stop))
@@ -46,6 +61,8 @@ async def drill(centre: Centre, name: str, fault: Callable[[], Awaitable[int]]) 
             found = await reports_in_incidents(centre.pool, tracking)
             found.problems = await stuck_work(centre.pool, centre.cache)
             behind = await page_behind(centre.pool, centre.page)
+            if also_behind is not None:
+                behind += await also_behind()
         except TRANSIENT as exc:  # our own connections to a server that just restarted
             found, behind = Findings(acknowledged=len(tracking), problems=[f"checks failed: {exc!r}"]), []
         if found.ok and not behind:
@@ -92,14 +109,43 @@ async def test_sigkill_the_dispatcher(centre: Centre) -> None:
 
 
 async def test_sigkill_the_console_server_with_pages_connected(centre: Centre) -> None:
+    """An operator's console and a responder's phone are connected; both catch up afterwards."""
     connects = centre.page.connects
+    stop = asyncio.Event()
+    phone: ResponderPhone | None = None
+    phone_task: asyncio.Task[None] | None = None
+    responder_id = ""
 
     async def fault() -> int:
+        nonlocal phone, phone_task, responder_id
+        # The phone of a responder who holds an offer right now (the drill's traffic makes them).
+        for _ in range(50):
+            responder_id = await centre.pool.fetchval(
+                "SELECT responder_id FROM tasks WHERE state = 'offered' ORDER BY offered_at DESC LIMIT 1"
+            )
+            if responder_id:
+                break
+            await asyncio.sleep(0.2)
+        assert responder_id, "no offer to watch"
+        token = await login(centre.base_url, responder_id, DEMO_RESPONDER_PASSWORD)
+        phone = ResponderPhone(centre.settings, token)
+        phone_task = asyncio.create_task(phone.run(stop))
+        await asyncio.wait_for(phone.listed.wait(), 10)
         centre.sup.kill("console")
         return 1
 
-    await drill(centre, "SIGKILL console server", fault)
+    async def phone_caught_up() -> list[str]:
+        assert phone is not None
+        return await phone_behind(centre.pool, responder_id, phone)
+
+    try:
+        await drill(centre, "SIGKILL console server", fault, phone_caught_up)
+    finally:
+        stop.set()
+        if phone_task is not None:
+            await phone_task
     assert centre.page.connects > connects, "the page never reconnected"
+    assert phone is not None and phone.connects > 1, "the phone never reconnected"
 
 
 async def test_restart_postgresql(centre: Centre) -> None:
