@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from redis.asyncio import Redis
 
@@ -102,6 +102,27 @@ def connect(url: str) -> Redis:
     )
 
 
+SEARCH_RADII_M: Final = (150.0, 500.0, 1_500.0, 5_000.0)  # tried before the full radius
+
+# KEYS[1] a kind's GEO set. ARGV: lon, lat, count, radius... (smallest first). GEOSEARCH gathers
+# every member inside the radius before it sorts and cuts to `count`, so a city-wide radius
+# scans the whole set; small circles first, server-side (one round trip): once a circle holds
+# `count` responders they are the nearest, since everyone outside it is farther away.
+_NEAREST = """
+local found = {}
+for i = 4, #ARGV do
+  found = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2], 'BYRADIUS', ARGV[i], 'm',
+                     'ASC', 'COUNT', ARGV[3], 'WITHCOORD', 'WITHDIST')
+  if #found >= tonumber(ARGV[3]) then return found end
+end
+return found
+"""
+
+
+def _search_radii(radius_m: float) -> list[float]:
+    return [r for r in SEARCH_RADII_M if r < radius_m] + [radius_m]
+
+
 class LiveState:
     """Adapter over the Redis keys in `streams.topics`. Takes a connected client."""
 
@@ -113,6 +134,7 @@ class LiveState:
         script = script.replace("'GRIDKEY:'", repr(topics.GRID_WORKERS_KEY))
         self._roster = redis.register_script(script)
         self._status = redis.register_script(_SET_STATUS.replace("'GEOKEY:'", repr(geo_prefix)))
+        self._nearest = redis.register_script(_NEAREST)
 
     async def mark_populated(self) -> None:
         """Live state holds the whole roster (after seeding or a rebuild from PostgreSQL)."""
@@ -166,17 +188,10 @@ class LiveState:
         return [[None if v is None else _s(v) for v in row] for row in rows]
 
     async def nearest(self, kind: str, lon: float, lat: float, radius_m: float, count: int) -> list[Nearby]:
-        """Available responders of `kind`, nearest first (Redis GEOSEARCH)."""
-        rows: list[Any] = await self._r.geosearch(
-            topics.available_key(kind),
-            longitude=lon,
-            latitude=lat,
-            radius=radius_m,
-            unit="m",
-            sort="ASC",
-            count=count,
-            withdist=True,
-            withcoord=True,
+        """Available responders of `kind`, nearest first (GEOSEARCH in growing circles, see
+        `_NEAREST`), at most `count` and within `radius_m`."""
+        rows: list[Any] = await self._nearest(
+            keys=[topics.available_key(kind)], args=[lon, lat, count, *_search_radii(radius_m)]
         )
         return [Nearby(_s(r[0]), float(r[1]), float(r[2][0]), float(r[2][1])) for r in rows]
 
