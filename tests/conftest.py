@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from dispatcher.store import create_pool
 from infra.broker import start_tansu
 from infra.db import drop_database, ensure_database, migrate
 from infra.settings import Settings
@@ -65,6 +66,14 @@ async def pg(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     yield pool
     await pool.close()
     await drop_database(database_url)
+
+
+@pytest.fixture
+async def pool(pg: asyncpg.Pool, database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool the way the services make one (jsonb as Python objects) on the migrated database."""
+    p = await create_pool(database_url, max_size=4)
+    yield p
+    await p.close()
 
 
 @pytest.fixture(scope="session")

@@ -11,19 +11,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from console.intake import IntakeService, NotDurable, UnknownReference
-from dispatcher.store import init_connection
 from infra.kafka_admin import create_topics
 from infra.settings import Settings
 from streams import topics
 from streams.records import AppReport, CameraAlarm, PositionBatch
-
-
-@pytest.fixture
-async def pool(pg: asyncpg.Pool, database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await asyncpg.create_pool(database_url, min_size=1, max_size=3, init=init_connection)
-    assert p is not None
-    yield p
-    await p.close()
 
 
 @pytest.fixture

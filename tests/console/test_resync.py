@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-import pytest
 
 from console.board import Board
 from console.resync import resync_once
 from dispatcher.plan import load_plans
 from dispatcher.service import IncidentService
-from dispatcher.store import create_pool
 from tests.dispatcher.test_service import enriched
-
-
-@pytest.fixture
-async def pool(pg: asyncpg.Pool, database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await create_pool(database_url, max_size=3)
-    yield p
-    await p.close()
 
 
 async def test_an_incident_whose_events_were_lost_reaches_the_board(pool: asyncpg.Pool) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import asyncpg
@@ -15,15 +15,6 @@ from dispatcher import outbox
 from dispatcher.case import CaseCommand
 from dispatcher.plan import load_plans
 from dispatcher.service import IncidentService
-from dispatcher.store import init_connection
-
-
-@pytest.fixture
-async def pool(pg: asyncpg.Pool, database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await asyncpg.create_pool(database_url, min_size=1, max_size=4, init=init_connection)
-    assert p is not None
-    yield p
-    await p.close()
 
 
 class Broker:

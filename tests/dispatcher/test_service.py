@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,16 +12,7 @@ import pytest
 
 from dispatcher.plan import load_plans
 from dispatcher.service import IncidentService
-from dispatcher.store import init_connection
 from streams.records import EnrichedIncident
-
-
-@pytest.fixture
-async def pool(pg: asyncpg.Pool, database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await asyncpg.create_pool(database_url, min_size=1, max_size=3, init=init_connection)
-    assert p is not None
-    yield p
-    await p.close()
 
 
 def enriched(tracking_no: str) -> EnrichedIncident:
