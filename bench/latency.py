@@ -38,7 +38,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -519,13 +519,14 @@ async def measure(
 # The isolated stack
 
 
-def bench_settings(port: int, partitions: int) -> Settings:
+def bench_settings(port: int, partitions: int, **overrides: Any) -> Settings:
     return isolated_settings(
         "bench",
         f"127.0.0.1:{port}",
         os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432"),
         os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"),
         topic_partitions=partitions,
+        **overrides,
     )
 
 
@@ -576,10 +577,20 @@ async def warm_up(settings: Settings, workers: int, within_s: float = 90.0) -> N
 
 
 @contextlib.contextmanager
-def bench_stack(workers: int = 1, partitions: int = 4) -> Iterator[Settings]:
-    """A whole centre of its own, stopped and cleaned up on exit (also on Ctrl-C or an error)."""
+def bench_stack(
+    workers: int = 1,
+    partitions: int = 4,
+    *,
+    before_start: Callable[[Settings], None] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Iterator[Settings]:
+    """A whole centre of its own, stopped and cleaned up on exit (also on Ctrl-C or an error).
+
+    `before_start` runs once the stores are migrated and seeded, before any process starts (bulk
+    loads for the scale scenarios); `overrides` are Settings fields for every process of the stack.
+    """
     port = free_port()
-    settings = bench_settings(port, partitions)
+    settings = bench_settings(port, partitions, **(overrides or {}))
     ensure_postgres(settings)
     ensure_redis(settings)
     state = Path(settings.state_dir)
@@ -591,6 +602,8 @@ def bench_stack(workers: int = 1, partitions: int = 4) -> Iterator[Settings]:
         asyncio.run(create_topics(settings))
         say("seeding the demo city")
         asyncio.run(seed_all(settings))
+        if before_start is not None:
+            before_start(settings)
         say(f"starting {workers} streams worker(s), the dispatcher and the console server")
         sup = Supervisor(settings, workers=workers)
         sup.start()
