@@ -1,0 +1,55 @@
+"""The city-scale benchmark, run tiny on the real stack so it keeps working.
+
+It starts its own stack (Tansu, a database, a Redis database), drives it from driver processes
+and must come back with every figure measured: reports, positions and dispatches timed at the
+consoles and phones, fan-out across several consoles, throughput steps absorbed.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from bench.city import QUICK, format_report, meta, run
+from bench.figures import Figure
+
+
+@pytest.fixture
+def bench_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BENCH_REDIS_URL", os.environ.get("TEST_CITY_REDIS_URL", "redis://127.0.0.1:6379/7"))
+
+
+def by_name(figures: list[Figure]) -> dict[tuple[str, str], Figure]:
+    return {(f.scenario, f.name): f for f in figures}
+
+
+def test_the_city_benchmark_measures_every_scenario_through_the_public_contracts(bench_redis: None) -> None:
+    broker_p50, figures = run(QUICK, ["steady", "fanout", "throughput"], workers=1, partitions=2)
+    got = by_name(figures)
+    assert broker_p50 is not None and broker_p50 > 0
+
+    # steady: every report reached both consoles, positions and an offer were timed
+    report = got[("steady", "report → console (each console)")]
+    assert report.n == QUICK.consoles * QUICK.steady_rate * QUICK.steady_s
+    assert got[("steady", "report×console never shown")].value == 0
+    assert got[("steady", "position → console (each console)")].n > 0
+    assert got[("steady", "timed fixes shown")].value == 100.0
+    assert got[("steady", "dispatch command → phone")].n >= 1
+    assert any(f.name.startswith("CPU streams worker") for f in figures if f.scenario == "steady")
+
+    # fan-out: every report reached every console; memory per connection is reported
+    fan = got[("fanout", f"report → all {QUICK.fanout_consoles} consoles")]
+    assert fan.n == QUICK.fanout_rate * QUICK.fanout_s
+    assert got[("fanout", "phones connected")].value == QUICK.fanout_phones
+    assert ("fanout", "memory per phone connection") in got
+
+    # throughput: tiny steps are absorbed, the hold loses nothing
+    for rate in QUICK.steps:
+        step = got[("throughput", f"step {rate:g}/s")]
+        assert step.note == "" and step.n == rate * QUICK.step_s
+    held = got[("throughput", f"held {QUICK.hold_s:g} s")]
+    assert held.n == max(QUICK.steps) * QUICK.hold_s and "0 lost, 0 refused" in held.note
+
+    table = format_report(meta(["--quick"]), broker_p50, figures, 1, 2)
+    assert "raw produce→consume" in table and "p99÷brk" in table and "goals:" in table
