@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import faust
@@ -32,6 +33,8 @@ T = TypeVar("T")
 
 MAX_UNEXPECTED_ATTEMPTS = 3
 LOG_CHECK_S = 2.0
+POSITION_BATCH = 500  # fixes applied in one Redis round trip
+POSITION_BATCH_WITHIN_S = 0.02  # a batch waits at most this long to fill
 EXIT_LOG_RESTARTED = 75  # EX_TEMPFAIL: the supervisor starts the worker again
 
 
@@ -93,6 +96,44 @@ class CentreApp(faust.App):
         return _TunedTransport(self.conf.broker_consumer, self)
 
 
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """Why a record (or a whole batch) is to be dead-lettered."""
+
+    reason: str
+
+
+async def attempt(stage: str, call: Callable[[], Awaitable[T]]) -> T | Failed:
+    """Run `call`: retry transient failures (a store away) until they pass, unexpected errors a
+    few times; a bad record, or an error that keeps coming back, is a `Failed`."""
+    delay, unexpected = 0.1, 0
+    while True:
+        try:
+            return await call()
+        except BadRecord as exc:
+            return Failed(str(exc))
+        except TRANSIENT as exc:
+            log.warning("%s: transient failure, retrying in %.1fs: %r", stage, delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        except Exception as exc:
+            unexpected += 1
+            log.exception("%s: unexpected failure (%d/%d)", stage, unexpected, MAX_UNEXPECTED_ATTEMPTS)
+            if unexpected >= MAX_UNEXPECTED_ATTEMPTS:
+                return Failed(f"internal error: {type(exc).__name__}: {exc}")
+            await asyncio.sleep(delay)
+
+
+async def send_dead_letter(stage: str, message: Any, reason: str, deadletters: Any) -> None:
+    letter = dead_letter(
+        stage, reason, message.topic, message.key, message.value, message.partition, message.offset
+    )
+    log.warning(
+        "%s: dead-lettered %s[%s]@%s: %s", stage, message.topic, message.partition, message.offset, reason
+    )
+    await deadletters.send(key=message.key, value=letter.model_dump_json().encode())
+
+
 async def process(
     stage: str,
     event: Any,
@@ -102,32 +143,26 @@ async def process(
     """Run `handler` on one record's key and value: retry transient failures, dead-letter bad
     records (and records that keep failing), and go on with the next either way."""
     message = event.message
-    delay, unexpected = 0.1, 0
-    while True:
-        try:
-            return await handler(message.key, message.value)
-        except BadRecord as exc:
-            reason = str(exc)
-        except TRANSIENT as exc:
-            log.warning("%s: transient failure, retrying in %.1fs: %r", stage, delay, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-            continue
-        except Exception as exc:
-            unexpected += 1
-            log.exception("%s: unexpected failure (%d/%d)", stage, unexpected, MAX_UNEXPECTED_ATTEMPTS)
-            if unexpected < MAX_UNEXPECTED_ATTEMPTS:
-                await asyncio.sleep(delay)
-                continue
-            reason = f"internal error: {type(exc).__name__}: {exc}"
-        letter = dead_letter(
-            stage, reason, message.topic, message.key, message.value, message.partition, message.offset
-        )
-        log.warning(
-            "%s: dead-lettered %s[%s]@%s: %s", stage, message.topic, message.partition, message.offset, reason
-        )
-        await deadletters.send(key=message.key, value=letter.model_dump_json().encode())
+    result = await attempt(stage, lambda: handler(message.key, message.value))
+    if isinstance(result, Failed):
+        await send_dead_letter(stage, message, result.reason, deadletters)
         return None
+    return result
+
+
+async def process_batch(
+    stage: str,
+    events: Sequence[Any],
+    handler: Callable[[list[tuple[bytes | None, bytes | None]]], Awaitable[list[str | None]]],
+    deadletters: Any,
+) -> None:
+    """Like `process` for a batch: `handler` gives each record's reason to dead-letter, or None."""
+    records = [(e.message.key, e.message.value) for e in events]
+    result = await attempt(stage, lambda: handler(records))
+    reasons = [result.reason] * len(events) if isinstance(result, Failed) else result
+    for event, reason in zip(events, reasons, strict=True):
+        if reason is not None:
+            await send_dead_letter(stage, event.message, reason, deadletters)
 
 
 def build_app(settings: Settings, service: StreamService | None = None) -> CentreApp:
@@ -169,16 +204,19 @@ def build_app(settings: Settings, service: StreamService | None = None) -> Centr
         topic(topics.DEADLETTER),
     )
 
-    async def each(stream: Any) -> AsyncIterator[Any]:
+    async def started() -> None:
         delay = 0.5
         while True:
             try:
                 await svc.start()
-                break
+                return
             except TRANSIENT as exc:
                 log.warning("stores not reachable yet (%r); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    async def each(stream: Any) -> AsyncIterator[Any]:
+        await started()
         async for event in stream.events():
             watch.saw(event.message.topic, event.message.partition, event.message.offset)
             yield event
@@ -211,9 +249,13 @@ def build_app(settings: Settings, service: StreamService | None = None) -> Centr
 
     @app.agent(positions, name="positions")
     async def track_positions(stream: Any) -> None:
-        """Keep each responder's live position current in Redis."""
-        async for event in each(stream):
-            await process("positions", event, svc.apply_position, deadletters)
+        """Keep each responder's live position current in Redis: thousands of fixes a second,
+        so in batches (one Redis round trip each) rather than one call per fix."""
+        await started()
+        async for events in stream.take_events(POSITION_BATCH, POSITION_BATCH_WITHIN_S):
+            for event in events:
+                watch.saw(event.message.topic, event.message.partition, event.message.offset)
+            await process_batch("positions", events, svc.apply_positions, deadletters)
 
     @app.agent(roster, name="roster")
     async def track_roster(stream: Any) -> None:

@@ -9,7 +9,7 @@ older than the one stored is ignored (replays and out-of-order fixes change noth
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -168,6 +168,25 @@ class LiveState:
             "" if accuracy_m is None else repr(accuracy_m),
         ]
         return int(await self._position(keys=keys, args=args))
+
+    async def apply_positions(
+        self, fixes: Sequence[tuple[str, float, float, int, float | None]]
+    ) -> list[int]:
+        """`apply_position` for many fixes (responder_id, lon, lat, at_ms, accuracy_m) in one
+        round trip; the same answer for each."""
+        if not fixes:
+            return []
+        pipe = self._r.pipeline(transaction=False)
+        for rid, lon, lat, at_ms, accuracy_m in fixes:
+            args: list[str | int] = [
+                rid,
+                repr(lon),
+                repr(lat),
+                at_ms,
+                "" if accuracy_m is None else repr(accuracy_m),
+            ]
+            await self._position(keys=[topics.responder_key(rid)], args=args, client=pipe)
+        return [int(r) for r in await pipe.execute()]
 
     async def set_status(self, responder_id: str, status: str) -> bool:
         """Busy responders leave their kind's GEO set (nobody else is offered them); False if unknown."""

@@ -126,6 +126,31 @@ class StreamService:
         return await self._enricher.enrich(record)
 
     # --- positions.raw / responders.changes -> Redis ------------------------------------------
+    async def apply_positions(self, records: list[tuple[bytes | None, bytes | None]]) -> list[str | None]:
+        """A batch of fixes in one Redis round trip. Each record's answer: None (applied, or
+        older than what live state holds) or why it is to be dead-lettered. A store failure
+        raises, and the whole batch is tried again (applying a fix twice changes nothing)."""
+        reasons: list[str | None] = [None] * len(records)
+        fixes: list[tuple[int, PositionFix]] = []
+        for i, (key, value) in enumerate(records):
+            try:
+                fix: PositionFix = validated(PositionFix, decode_object(value))
+                check_key(key, "responder_id", fix.responder_id)
+            except BadRecord as exc:
+                reasons[i] = str(exc)
+                continue
+            fixes.append((i, fix))
+        results = await self.live.apply_positions(
+            [(f.responder_id, f.lon, f.lat, int(f.at.timestamp() * 1000), f.accuracy_m) for _, f in fixes]
+        )
+        for (i, _), result in zip(fixes, results, strict=True):
+            if result == -1:  # live state lost the roster entry: the one-by-one path restores it
+                try:
+                    await self.apply_position(records[i][0], records[i][1])
+                except BadRecord as exc:
+                    reasons[i] = str(exc)
+        return reasons
+
     async def apply_position(self, key: bytes | None, value: bytes | None) -> int:
         fix: PositionFix = validated(PositionFix, decode_object(value))
         check_key(key, "responder_id", fix.responder_id)

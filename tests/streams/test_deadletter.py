@@ -141,3 +141,29 @@ def test_a_letter_always_fits_where_its_record_did() -> None:
     assert len(letter.model_dump_json()) < MAX_LETTER_VALUE + 1000
     assert letter.value.endswith("[cut: 900000 bytes in all]")
     assert (letter.topic, letter.partition, letter.offset, letter.key) == ("incidents.located", 1, 7, "k")
+
+
+async def test_a_batch_of_positions_names_each_bad_fix_and_applies_the_rest(service: StreamService) -> None:
+    """The positions agent applies fixes in batches: a bad fix is refused on its own, naming the
+    problem, and the good ones around it are applied."""
+    at = datetime.now(UTC).isoformat()
+    await service.apply_roster(
+        b"DL-BP1",
+        orjson.dumps(
+            {"responder_id": "DL-BP1", "name": "测试", "kind": "police", "org": "所", "on_duty": True}
+        ),
+    )
+    good = {"responder_id": "DL-BP1", "lon": 106.51, "lat": 29.61, "at": at}
+    reasons = await service.apply_positions(
+        [
+            (b"DL-BP1", orjson.dumps(good)),
+            (b"DL-BP1", b"{not json"),
+            (b"DL-BP1", orjson.dumps({**good, "lat": "north"})),
+            (b"DL-NOBODY", orjson.dumps({**good, "responder_id": "DL-NOBODY"})),
+        ]
+    )
+    assert reasons[0] is None
+    assert reasons[1] is not None and "JSON" in reasons[1]
+    assert reasons[2] is not None and "lat" in reasons[2]
+    assert reasons[3] is not None and "unknown responder" in reasons[3]
+    assert (await service.live.responder("DL-BP1"))["lon"] == "106.51"

@@ -183,6 +183,24 @@ async def test_older_or_equal_position_is_ignored(live: LiveState) -> None:
     assert (await live.available_positions("police"))["P-1"] == pytest.approx((106.54, 29.64), abs=1e-5)
 
 
+async def test_a_batch_of_positions_answers_like_one_call_each(live: LiveState) -> None:
+    await live.apply_roster("P-1", roster("police"))
+    await live.apply_roster("P-2", roster("police"))
+    got = await live.apply_positions(
+        [
+            ("P-1", 106.53, 29.63, 2000, 8.0),
+            ("P-404", 106.53, 29.63, 2000, None),  # unknown
+            ("P-1", 106.60, 29.70, 1000, None),  # older than the first, in the same batch
+            ("P-2", 106.54, 29.64, 3000, None),
+        ]
+    )
+    assert got == [1, -1, 0, 1]
+    assert await live.apply_positions([]) == []
+    positions = await live.available_positions("police")
+    assert positions["P-1"] == pytest.approx((106.53, 29.63), abs=1e-5)
+    assert positions["P-2"] == pytest.approx((106.54, 29.64), abs=1e-5)
+
+
 async def test_off_duty_leaves_and_rejoins_the_geo_set(live: LiveState, redis: aioredis.Redis) -> None:
     await live.apply_roster("P-1", roster("police"))
     assert await members(redis, "police") == set()  # no position yet
