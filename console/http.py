@@ -1098,13 +1098,14 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
 
     @app.get("/api/v1/responders/live", tags=["read"], responses=AUTH_ANSWERS)
     async def responders_live(caller: Annotated[Caller, needs_user(Perm.BOARD_READ)]) -> dict[str, Any]:
-        """Every located responder with kind, organisation, duty and status (for the map)."""
+        """Every located responder with kind, organisation, duty, status and the time of its
+        position (`at`, epoch ms, as in the console's `positions` frames) for the map."""
         if svc.live is None:
             raise HttpError(503, "unavailable", "live state not connected", {"Retry-After": "5"})
         ids = [r["responder_id"] for r in await svc.pool.fetch("SELECT responder_id FROM responders")]
-        fields = ("name", "kind", "org", "on_duty", "status", "lon", "lat")
+        fields = ("name", "kind", "org", "on_duty", "status", "lon", "lat", "at_ms")
         out = []
-        for rid, (name, kind, org, on_duty, status, lon, lat) in zip(
+        for rid, (name, kind, org, on_duty, status, lon, lat, at_ms) in zip(
             ids, await svc.live.responders(ids, fields), strict=True
         ):
             if lon is None or lat is None:
@@ -1119,6 +1120,7 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
                     "status": status,
                     "lon": float(lon),
                     "lat": float(lat),
+                    "at": int(float(at_ms)) if at_ms else None,
                 }
             )
         return {"responders": out}

@@ -97,6 +97,7 @@ class LiveLimits:
     auth_timeout_s: float = AUTH_TIMEOUT_S
     queue_frames: int = QUEUE_LIMIT
     queue_bytes: int = 16 * 1024 * 1024  # frames are shared between clients: this over-counts
+    positions_backlog: int = 32  # a console with this many frames queued skips positions frames
     write_limit: int = 64 * 1024  # the library's own buffer before `send` waits for the peer
     send_timeout_s: float = 20.0  # one frame not taken by the peer in this long: cut off
     close_timeout_s: float = 5.0  # closing handshake; then the TCP connection is aborted
@@ -289,6 +290,23 @@ class LiveHub:
     @property
     def pending_count(self) -> int:
         return len(self._pending)
+
+    @property
+    def console_count(self) -> int:
+        return len(self._clients)
+
+    def push_positions(self, frame: bytes) -> int:
+        """One `positions` frame, encoded once by the feed (console/positions.py), to every
+        console (the roles that read the board; phones are never sent one); returns how many
+        took it. Positions are ephemeral and superseded by the next frames, so a console with
+        `positions_backlog` frames or more queued skips this one instead of queueing it:
+        positions never grow a slow client's queue nor get it cut off (deltas still do, `_push`)."""
+        took = 0
+        for client in self._clients:
+            if client.closed or client.queued >= self.limits.positions_backlog or not client.offer(frame):
+                continue
+            took += 1
+        return took
 
     # --- from Kafka -----------------------------------------------------------------------
     def publish(self, message: dict[str, Any]) -> Delta | None:

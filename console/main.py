@@ -1,9 +1,10 @@
 """Entry point of a console server: `python -m console.main` (HTTP + WebSocket).
 
 The composition root: it wires the pool, Redis, the producer, the services, the HTTP app,
-the WebSocket server and the incident-events consumer, owns every background task, and shuts
-them down in order on SIGINT/SIGTERM. Several console servers may run side by side; each
-reads every incident event (no consumer group) and keeps its own board.
+the WebSocket server, the incident-events consumer and the position feed, owns every
+background task, and shuts them down in order on SIGINT/SIGTERM. Several console servers may
+run side by side; each reads every incident event and every position (no consumer group) and
+keeps its own board.
 """
 
 from __future__ import annotations
@@ -11,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import uvicorn
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from console.auth import ApiKeys, Sessions
 from console.board import Board
@@ -26,6 +26,7 @@ from console.events import DeadLetters, feed
 from console.http import ConsoleServices, create_http_app
 from console.intake import IntakeService
 from console.live import LiveHub, allowed_origins, serve_live
+from console.positions import PositionFeed, start_positions_consumer
 from console.registry import RegistryService
 from console.resync import resync_board
 from dispatcher import casestore, outbox, store
@@ -35,7 +36,7 @@ from infra.db import ensure_database, migrate
 from infra.faults import BROKER_UNAVAILABLE, TRANSIENT
 from infra.settings import Settings
 from streams import livestate, topics
-from streams.kafka import make_consumer, make_producer, rewind_restarted_logs, start_producer, stop_on_signals
+from streams.kafka import RestartedLogCheck, make_producer, start_at_end, start_producer, stop_on_signals
 from streams.livestate import LiveState
 
 log = logging.getLogger("console")
@@ -60,7 +61,7 @@ async def follow_events(
 ) -> None:
     """Feed every incident event to the hub, in partition order. An unusable one is
     dead-lettered with its reason (console/events.py) and the feed goes on."""
-    checked = time.monotonic()
+    check_logs = RestartedLogCheck(consumer, LOG_CHECK_S)
     while not stopping.is_set():
         batches = await consumer.getmany(timeout_ms=200)
         for records in batches.values():
@@ -68,32 +69,13 @@ async def follow_events(
                 reason = feed(record, publish)
                 if reason is not None:
                     await dead_letters.send(record, reason)
-        if time.monotonic() - checked > LOG_CHECK_S:
-            checked = time.monotonic()
-            with contextlib.suppress(*BROKER_UNAVAILABLE):
-                await rewind_restarted_logs(consumer)
+        await check_logs()
 
 
 async def start_events_consumer(settings: Settings) -> AIOKafkaConsumer:
     """Assigned every partition and positioned at the end *before* the snapshot is read,
     so no event falls between the snapshot and the first delta."""
-    consumer = make_consumer(settings, group_id=None)
-    await consumer.start()
-    parts = None
-    for _ in range(100):
-        await consumer.topics()
-        parts = consumer.partitions_for_topic(topics.INCIDENTS_EVENTS)
-        if parts:
-            break
-        await asyncio.sleep(0.1)
-    if not parts:
-        raise RuntimeError(f"topic {topics.INCIDENTS_EVENTS} not found: create topics first")
-    tps = [TopicPartition(topics.INCIDENTS_EVENTS, p) for p in sorted(parts)]
-    consumer.assign(tps)
-    await consumer.seek_to_end(*tps)
-    for tp in tps:
-        await consumer.position(tp)
-    return consumer
+    return await start_at_end(settings, topics.INCIDENTS_EVENTS)
 
 
 async def reconcile(intake: IntakeService, settings: Settings, stopping: asyncio.Event) -> None:
@@ -152,6 +134,8 @@ async def amain(settings: Settings) -> None:
         )
 
     hub = LiveHub(board, sessions, send_command, recommender, send_position)
+    positions_consumer = await start_positions_consumer(settings)
+    positions = PositionFeed(hub, settings.position_push_ms)
     intake = IntakeService(pool, producer)
     services = ConsoleServices(
         settings=settings,
@@ -181,6 +165,7 @@ async def amain(settings: Settings) -> None:
             asyncio.create_task(
                 follow_events(consumer, hub.publish, stopping, DeadLetters(producer)), name="events"
             ),
+            asyncio.create_task(positions.run(positions_consumer, stopping), name="positions"),
             asyncio.create_task(hub.watch_sessions(stopping), name="sessions"),
             asyncio.create_task(reconcile(intake, settings, stopping), name="reconcile"),
             asyncio.create_task(
@@ -203,6 +188,7 @@ async def amain(settings: Settings) -> None:
                 await asyncio.wait_for(t, 5)
         await hub.close_all()  # bounded: a peer that stopped reading cannot hold up the shutdown
         done_task.cancel()
+    await positions_consumer.stop()
     await consumer.stop()
     await producer.stop()
     await redis.aclose()

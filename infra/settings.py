@@ -121,6 +121,13 @@ class Settings:
             "doc": "Responder positions copied to PostgreSQL this often (rebuilds a lost Redis)",
         },
     )
+    position_push_ms: int = field(
+        default=100,
+        metadata={
+            "env": "POSITION_PUSH_MS",
+            "doc": "Responders' moves pushed to consoles this often, one frame for all (milliseconds)",
+        },
+    )
     sim_reports_per_min: int = field(
         default=6,
         metadata={

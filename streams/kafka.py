@@ -10,12 +10,14 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import UnknownError
 
+from infra.faults import BROKER_UNAVAILABLE
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,32 @@ def make_consumer(settings: Settings, *topic_names: str, group_id: str | None) -
     )
 
 
+async def start_at_end(settings: Settings, topic: str) -> AIOKafkaConsumer:
+    """A started consumer (no group) assigned every partition of `topic` and positioned at its
+    end: a feed of what happens from now on (each console server reads every record)."""
+    consumer = make_consumer(settings, group_id=None)
+    await consumer.start()
+    try:
+        parts = None
+        for _ in range(100):
+            await consumer.topics()
+            parts = consumer.partitions_for_topic(topic)
+            if parts:
+                break
+            await asyncio.sleep(0.1)
+        if not parts:
+            raise RuntimeError(f"topic {topic} not found: create topics first")
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        for tp in tps:
+            await consumer.position(tp)
+    except BaseException:
+        await consumer.stop()
+        raise
+    return consumer
+
+
 def stop_on_signals(stop: Callable[[], None]) -> None:
     """SIGINT/SIGTERM ask the service to finish its batch and shut down cleanly."""
     loop = asyncio.get_running_loop()
@@ -99,3 +127,20 @@ async def rewind_restarted_logs(consumer: AIOKafkaConsumer) -> list[TopicPartiti
         log.error("logs restarted below our position (the broker lost them): %s; reading again", restarted)
         await consumer.seek_to_beginning(*restarted)
     return restarted
+
+
+class RestartedLogCheck:
+    """`rewind_restarted_logs` at most every `every_s`, for a consumer's polling loop; a broker
+    that is away right now is looked at again next time."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, every_s: float = 2.0) -> None:
+        self._consumer = consumer
+        self._every_s = every_s
+        self._checked = time.monotonic()
+
+    async def __call__(self) -> None:
+        if time.monotonic() - self._checked <= self._every_s:
+            return
+        self._checked = time.monotonic()
+        with contextlib.suppress(*BROKER_UNAVAILABLE):
+            await rewind_restarted_logs(self._consumer)

@@ -3,7 +3,7 @@
 const SOURCE = { camera: "雪亮工程", hotline: "12345热线", app: "随手拍" };
 const SEV = { 1: "I级", 2: "II级", 3: "III级", 4: "IV级" };
 const state = { token: sessionStorage.getItem("token"), seq: null, incidents: new Map(), ws: null, retry: 0, cmd: 0,
-  applied: [], resumes: 0, resyncs: 0 };  // applied: "incident@version" of every delta shown (checked by tests)
+  applied: [], resumes: 0, resyncs: 0, moves: 0 };  // applied: "incident@version" of every delta shown (checked by tests)
 const $ = (s) => document.querySelector(s);
 
 function setConn(kind, text) { const c = $("#conn"); c.className = "conn " + kind; c.textContent = text; c.dataset.state = kind; }
@@ -46,10 +46,15 @@ function send(frame) {
 }
 
 // --- the map: grids, incidents by severity, responders by kind and status ------------------
+// Responders' moves are pushed (`positions` frames, applied at once); the poll of
+// /api/v1/responders/live brings statuses, duty and the forces board, and places responders the
+// page has no marker for yet. A marker keeps the time of its position: nothing older moves it.
+const RESPONDERS_POLL_MS = 15000;
 const SEV_COLOR = { 1: "#c8102e", 2: "#e5661a", 3: "#c9a227", 4: "#3b7dd8" };
 const KIND_COLOR = { police: "#4d9bff", grid_worker: "#2fbf71", volunteer: "#f2a33a" };
 const KIND_LABEL = { police: "民警", grid_worker: "网格员", volunteer: "志愿者" };
-const map = { m: null, incidents: null, responders: null, timer: null };
+const map = { m: null, incidents: null, responders: null, timer: null,
+  markers: new Map() };  // responder id -> { marker, at (epoch ms of its position) }
 
 async function authed(url, init) {
   const opts = init || {};
@@ -102,21 +107,45 @@ async function initMap() {
   map.incidents = L.layerGroup().addTo(map.m);
   drawIncidents();
   await drawResponders();
-  map.timer = setInterval(() => drawResponders().catch((e) => console.warn(e)), 5000);
+  map.timer = setInterval(() => drawResponders().catch((e) => console.warn(e)), RESPONDERS_POLL_MS);
 }
 
 async function drawResponders() {
   if (!map.m) return;
   const { responders } = await authed("/api/v1/responders/live");
   showForces(responders);
-  map.responders.clearLayers();
+  const shown = new Set();
   for (const r of responders) {
     if (!r.on_duty) continue;
+    shown.add(r.responder_id);
     const busy = r.status !== "available";
-    L.circleMarker([r.lat, r.lon], { radius: busy ? 4 : 2.5, weight: busy ? 2 : 0, color: "#fff",
-      fillColor: busy ? "#8a8f98" : KIND_COLOR[r.kind] || "#999", fillOpacity: busy ? 1 : 0.75 })
-      .bindTooltip(`${esc(r.name)}（${KIND_LABEL[r.kind] || r.kind}，${esc(r.org)}）${busy ? "·执行任务中" : ""}`)
-      .addTo(map.responders);
+    const style = { radius: busy ? 4 : 2.5, weight: busy ? 2 : 0, color: "#fff",
+      fillColor: busy ? "#8a8f98" : KIND_COLOR[r.kind] || "#999", fillOpacity: busy ? 1 : 0.75 };
+    const tip = `${esc(r.name)}（${KIND_LABEL[r.kind] || r.kind}，${esc(r.org)}）${busy ? "·执行任务中" : ""}`;
+    const at = r.at || 0;
+    const known = map.markers.get(r.responder_id);
+    if (!known) {
+      const marker = L.circleMarker([r.lat, r.lon], style).bindTooltip(tip).addTo(map.responders);
+      map.markers.set(r.responder_id, { marker, at });
+      continue;
+    }
+    known.marker.setStyle(style);
+    known.marker.setTooltipContent(tip);
+    if (at > known.at) { known.marker.setLatLng([r.lat, r.lon]); known.at = at; }
+  }
+  for (const [id, known] of map.markers) {
+    if (!shown.has(id)) { map.responders.removeLayer(known.marker); map.markers.delete(id); }
+  }
+}
+
+// A `positions` frame: [[responder_id, lon, lat, at_ms], ...]; only responders on the map move.
+function movePositions(positions) {
+  for (const [id, lon, lat, at] of positions) {
+    const known = map.markers.get(id);
+    if (!known || at <= known.at) continue;
+    known.marker.setLatLng([lat, lon]);
+    known.at = at;
+    state.moves++;
   }
 }
 
@@ -290,6 +319,7 @@ function render() {
 }
 
 function onFrame(msg) {
+  if (msg.type === "positions") return movePositions(msg.positions);  // no seq, nothing to render
   if (msg.type === "snapshot") {
     state.incidents = new Map(msg.incidents.map((i) => [i.incident_id, i]));
     state.seq = msg.seq;

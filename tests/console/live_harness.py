@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from console.auth import Sessions
 from console.board import Board
-from console.live import LiveHub, LiveLimits, serve_live
+from console.live import LiveHub, LiveLimits, SendCommand, serve_live
 from console.passwords import hash_password
 
 PASSWORD = "live-test-password"
@@ -245,10 +245,12 @@ async def live_centre(
     ttl_s: int = 3600,
     board: Board | None = None,
     recommender: Callable[[dict[str, Any]], Any] | None = None,
+    send_position: SendCommand | None = None,
     **limits: Any,
 ) -> AsyncIterator[Centre]:
     """A live server with two open incidents, A (a task of `responder`) and B (a task of
-    `other_responder`), and a logged-in session for each person."""
+    `other_responder`), and a logged-in session for each person. Phones' positions are kept in
+    `centre.positions`, or handed to `send_position` (the real producer) when given."""
     sessions, tokens, rids = await _people(pg, ttl_s)
     board = board if board is not None else Board()
     tag = uuid.uuid4().hex[:6]
@@ -280,7 +282,7 @@ async def live_centre(
     async def send_command(command: dict[str, Any]) -> None:
         centre.commands.append(command)
 
-    async def send_position(fix: dict[str, Any]) -> None:
+    async def keep_position(fix: dict[str, Any]) -> None:
         centre.positions.append(fix)
 
     hub = LiveHub(
@@ -288,7 +290,7 @@ async def live_centre(
         sessions,
         send_command,
         recommender or rec,
-        send_position,
+        send_position or keep_position,
         LiveLimits.for_session_ttl(ttl_s, **{"auth_timeout_s": 1.0, **limits}),
     )
     centre.hub = hub

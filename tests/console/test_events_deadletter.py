@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -17,10 +15,8 @@ from aiokafka import AIOKafkaProducer
 from console.board import Board
 from console.events import DeadLetters, check_event
 from console.main import follow_events, start_events_consumer
-from infra.kafka_admin import create_topics
 from infra.settings import Settings
 from streams import topics
-from streams.kafka import make_producer, start_producer
 from streams.normalise import BadRecord
 from tests.hostile import collect, malformed
 
@@ -91,23 +87,8 @@ def test_what_the_dispatcher_sends_is_accepted() -> None:
             check_event(b"INC-1", orjson.dumps(broken))
 
 
-@pytest.fixture
-async def feed_settings(settings: Settings) -> Settings:
-    s = replace(settings, kafka_idempotence=False)  # Tansu refuses idempotent producers
-    await create_topics(s)
-    return s
-
-
-@pytest.fixture
-async def producer(feed_settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
-    prod = make_producer(feed_settings)
-    await start_producer(prod)
-    yield prod
-    await prod.stop()
-
-
 async def test_bad_events_are_dead_lettered_and_the_feed_goes_on(
-    feed_settings: Settings, producer: AIOKafkaProducer
+    feed_settings: Settings, feed_producer: AIOKafkaProducer
 ) -> None:
     marker = f"INC-DL-{uuid.uuid4().hex[:8]}"
     board = Board()
@@ -120,16 +101,16 @@ async def test_bad_events_are_dead_lettered_and_the_feed_goes_on(
 
     consumer = await start_events_consumer(feed_settings)
     stopping = asyncio.Event()
-    feeding = asyncio.create_task(follow_events(consumer, publish, stopping, DeadLetters(producer)))
+    feeding = asyncio.create_task(follow_events(consumer, publish, stopping, DeadLetters(feed_producer)))
     try:
         good = event(f"{marker}-ok", 1)
         bad = malformed(marker, "incident_id", good, ("version", "two"), "incident_id")
         for b in bad:
-            await producer.send_and_wait(topics.INCIDENTS_EVENTS, key=b.key, value=b.value, partition=0)
-        await producer.send_and_wait(
+            await feed_producer.send_and_wait(topics.INCIDENTS_EVENTS, key=b.key, value=b.value, partition=0)
+        await feed_producer.send_and_wait(
             topics.INCIDENTS_EVENTS, key=choke.encode(), value=orjson.dumps(event(choke, 1)), partition=0
         )
-        await producer.send_and_wait(
+        await feed_producer.send_and_wait(
             topics.INCIDENTS_EVENTS, key=good["incident_id"].encode(), value=orjson.dumps(good), partition=0
         )
         async with asyncio.timeout(20):

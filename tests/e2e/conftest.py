@@ -246,7 +246,8 @@ async def stack_redis(stack: Settings) -> AsyncIterator[aioredis.Redis]:
 
 
 class Console:
-    """A console client: authenticates, keeps the snapshot, collects deltas in order."""
+    """A console client: authenticates, keeps the snapshot, collects deltas in order; `positions`
+    frames (ephemeral, outside the numbered stream) are kept apart in `positions`."""
 
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
@@ -254,6 +255,7 @@ class Console:
         self.snapshot: list[dict[str, Any]] = []
         self.deltas: list[dict[str, Any]] = []
         self.frames: list[dict[str, Any]] = []
+        self.positions: list[dict[str, Any]] = []
 
     @classmethod
     async def open(cls, settings: Settings, token: str, resume_from: int | None = None) -> Console:
@@ -275,7 +277,14 @@ class Console:
         return console
 
     async def next_frame(self, timeout: float = 10.0) -> dict[str, Any]:
-        frame: dict[str, Any] = orjson.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        """The next frame other than `positions` (those may come between any two frames)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            raw = await asyncio.wait_for(self.ws.recv(), max(0.001, deadline - time.monotonic()))
+            frame: dict[str, Any] = orjson.loads(raw)
+            if frame["type"] != "positions":
+                break
+            self.positions.append(frame)
         self.frames.append(frame)
         if frame["type"] == "delta":
             assert self.seq is not None and frame["seq"] == self.seq + 1, (self.seq, frame["seq"])

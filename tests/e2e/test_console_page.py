@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser
+from playwright.async_api import Browser, Page
 
+from console.positions import epoch_ms
 from infra.settings import ROOT, Settings
 from tests.e2e.conftest import KEYS, app_report, camera_alarm, hotline_ticket, incident_id
 
 pytestmark = pytest.mark.e2e
 SCREENSHOTS = ROOT / ".state" / "screenshots"
+MAP_LOADED = "map.m !== null && map.responders && map.responders.getLayers().length > 999"
+
+
+async def logged_in(browser: Browser, stack: Settings, width: int = 1400) -> Page:
+    """The console page, logged in as the duty operator and connected."""
+    page = await browser.new_page(viewport={"width": width, "height": 900}, locale="zh-CN")
+    await page.goto(f"http://{stack.http_host}:{stack.http_port}/")
+    await page.fill("input[name=username]", "duty")
+    await page.fill("input[name=password]", "duty-demo-2026")
+    await page.click("button[type=submit]")
+    await page.wait_for_selector("#conn[data-state=on]")
+    return page
 
 
 async def test_operator_sees_three_enriched_incidents_arrive_live(
@@ -49,8 +65,7 @@ async def test_operator_sees_three_enriched_incidents_arrive_live(
         await page.wait_for_selector(f"tr[data-id='{iid}']", timeout=15_000)
     rows = {iid: await page.inner_text(f"tr[data-id='{iid}']") for iid in ids}
     # The map (Leaflet, served by us): 300 grids, the incidents, responders by kind and status.
-    loaded = "map.m !== null && map.responders && map.responders.getLayers().length > 999"
-    await page.wait_for_function(loaded)
+    await page.wait_for_function(MAP_LOADED)
     assert await page.evaluate("map.incidents.getLayers().length") >= 3
     assert await page.is_visible("#map.leaflet-container")
     camera, hotline, app = (rows[i] for i in ids)
@@ -88,12 +103,7 @@ async def test_operator_sees_three_enriched_incidents_arrive_live(
 async def test_a_cut_connection_resumes_without_gaps_or_duplicates(
     stack: Settings, http: httpx.AsyncClient, browser: Browser
 ) -> None:
-    page = await browser.new_page(viewport={"width": 1400, "height": 900}, locale="zh-CN")
-    await page.goto(f"http://{stack.http_host}:{stack.http_port}/")
-    await page.fill("input[name=username]", "duty")
-    await page.fill("input[name=password]", "duty-demo-2026")
-    await page.click("button[type=submit]")
-    await page.wait_for_selector("#conn[data-state=on]")
+    page = await logged_in(browser, stack)
     tag = uuid.uuid4().hex[:8]
     ids = []
     for n in range(8):
@@ -115,3 +125,57 @@ async def test_a_cut_connection_resumes_without_gaps_or_duplicates(
     assert sorted(a.split("@")[0] for a in filed) == sorted(ids)  # each arrival, once
     assert await page.evaluate("state.resumes") >= 1
     assert await page.evaluate("state.resyncs") == 0  # resumed from the server's history: no gap
+
+
+async def first_marker(page: Page, prefix: str) -> tuple[str, float, float]:
+    """The first responder on the map whose id starts with `prefix`, and where its marker is."""
+    found: list[Any] = await page.evaluate(
+        """(prefix) => { const [id, m] = [...map.markers].find(([id]) => id.startsWith(prefix));
+                         const p = m.marker.getLatLng(); return [id, p.lng, p.lat]; }""",
+        prefix,
+    )
+    return str(found[0]), float(found[1]), float(found[2])
+
+
+async def test_a_responders_marker_moves_as_soon_as_its_position_is_posted(
+    stack: Settings, http: httpx.AsyncClient, browser: Browser
+) -> None:
+    """Pushed, not polled: the marker moves within a couple of seconds (the poll comes every 15 s),
+    and an older fix posted afterwards does not move it back."""
+    page = await logged_in(browser, stack, width=1600)
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    await page.wait_for_function(MAP_LOADED)
+    rid, lon, lat = await first_marker(page, "V-")
+    fence, fence_lon, fence_lat = await first_marker(page, "G-")
+    where = f"map.markers.get('{rid}').marker.getLatLng()"
+
+    async def post(responder_id: str, x: float, y: float, at: datetime) -> None:
+        fix = {"responder_id": responder_id, "lon": x, "lat": y, "at": at.isoformat()}
+        r = await http.post(
+            "/api/v1/intake/positions", headers={"X-Api-Key": KEYS["positions"]}, json={"positions": [fix]}
+        )
+        assert r.status_code == 202, r.text
+
+    now = datetime.now(UTC)
+    target = (round(lon + 0.004, 6), round(lat + 0.003, 6))
+    posted = time.monotonic()
+    await post(rid, *target, now)
+    await page.wait_for_function(f"map.markers.get('{rid}').at === {epoch_ms(now)}", timeout=5_000)
+    took = time.monotonic() - posted
+    assert took < 3, f"the marker moved {took:.1f}s after the post: polled, not pushed?"
+    moved = await page.evaluate(f"[{where}.lng, {where}.lat]")
+    assert moved == pytest.approx(list(target), abs=1e-9)
+    assert await page.evaluate("state.moves") >= 1
+
+    await post(rid, lon, lat, now - timedelta(seconds=60))  # late and older: ignored
+    await post(fence, fence_lon + 0.0001, fence_lat, now)  # after it: once shown, the older was read
+    await page.wait_for_function(f"map.markers.get('{fence}').at === {epoch_ms(now)}", timeout=5_000)
+    assert await page.evaluate(f"[{where}.lng, {where}.lat]") == pytest.approx(list(target), abs=1e-9)
+
+    await page.evaluate(f"() => {{ map.m.setView([{target[1]}, {target[0]}], 16); }}")
+    await page.evaluate(f"() => {{ map.markers.get('{rid}').marker.openTooltip(); }}")
+    await asyncio.sleep(0.5)  # let the canvas redraw
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / "console-positions.png"))
+    assert not problems, problems
