@@ -42,7 +42,7 @@ import shlex
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -877,19 +877,37 @@ def run(size: Size, only: Sequence[str], workers: int, partitions: int) -> tuple
             pop = asyncio.run(populate(settings, target, size.responders))
             figures.append(Figure.latency("setup", "phone login (scrypt)", pop.login_s))
             if "steady" in only:
-                figures += asyncio.run(steady(settings, target, size, pop, procs))
+                figures += _survive("steady", lambda: asyncio.run(steady(settings, target, size, pop, procs)))
             if "fanout" in only:
-                figures += asyncio.run(fanout(settings, target, size, pop, procs))
+                figures += _survive("fanout", lambda: asyncio.run(fanout(settings, target, size, pop, procs)))
             if "throughput" in only:
-                figures += asyncio.run(throughput(settings, target, size, procs))
+                figures += _survive(
+                    "throughput", lambda: asyncio.run(throughput(settings, target, size, procs))
+                )
             figures += [Figure.of_value("stack", f"RSS {p.name}", p.rss_mib(), "MiB") for p in procs]
     if "nearest" in only:
-        figures += asyncio.run(nearest(size))
+        figures += _survive("nearest", lambda: asyncio.run(nearest(size)))
     if "memory" in only:
         from bench import memory
 
-        figures += memory.measure_memory(size.memory_responders, size.memory_incidents)
+        figures += _survive(
+            "memory", lambda: memory.measure_memory(size.memory_responders, size.memory_incidents)
+        )
     return broker_p50, figures
+
+
+def _survive(scenario: str, call: Callable[[], list[Figure]]) -> list[Figure]:
+    """A scenario that breaks (a driver that cannot finish against an overloaded stack) is a
+    row of the table saying why, and the other scenarios still run."""
+    try:
+        return call()
+    except Exception as exc:
+        say(f"{scenario} failed: {exc!r}")
+        return [
+            Figure.of_value(
+                scenario, "did not complete", 0, "", met=False, note=str(exc).splitlines()[0][:300]
+            )
+        ]
 
 
 def format_report(

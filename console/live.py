@@ -826,7 +826,7 @@ def serve_live(hub: LiveHub, host: str, port: int, origins: Iterable[str] | None
     """The WebSocket server (use as `async with`): Origin allowlist at the handshake (a missing
     Origin is allowed: browsers always send one; scripts and phones' apps authenticate by token
     like everyone), frames over `max_message` closed by the library with 1009, a bounded write
-    buffer and keepalive pings."""
+    buffer, keepalive pings, and no compression (see below)."""
     limits = hub.limits
     return serve(
         hub.handler,
@@ -836,6 +836,10 @@ def serve_live(hub: LiveHub, host: str, port: int, origins: Iterable[str] | None
         max_size=limits.max_message,
         max_queue=16,
         write_limit=limits.write_limit,
+        # No permessage-deflate: it compresses every frame again for every connection (its
+        # context is per connection), so a delta shared by 20 consoles was deflated 20 times;
+        # the benchmark's profile had it at a fifth of the console server's CPU.
+        compression=None,
         ping_interval=limits.ping_interval_s,
         ping_timeout=limits.ping_timeout_s,
         close_timeout=limits.close_timeout_s,

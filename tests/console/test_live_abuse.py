@@ -240,3 +240,16 @@ async def test_unanswered_commands_are_bounded_per_client(pg: asyncpg.Pool) -> N
         await operator.close()
         await asyncio.sleep(0.1)
         assert centre.hub.pending_count == 0  # a gone client's commands are forgotten with it
+
+
+async def test_the_server_declines_compression_so_a_shared_frame_is_never_encoded_per_client(
+    pg: asyncpg.Pool,
+) -> None:
+    """The client offers permessage-deflate (the library's default); the server declines it, so a
+    delta goes out to every console as the same bytes (the benchmark found per-connection
+    deflate at a fifth of the console server's CPU)."""
+    async with live_centre(pg) as centre:
+        peer = await centre.open("operator")
+        assert peer.ws.protocol.extensions == []
+        await expect_delta(peer, centre)
+        await peer.close()
