@@ -582,12 +582,15 @@ def bench_stack(
     partitions: int = 4,
     *,
     before_start: Callable[[Settings], None] | None = None,
+    on_start: Callable[[Supervisor, subprocess.Popen[bytes]], None] | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> Iterator[Settings]:
     """A whole centre of its own, stopped and cleaned up on exit (also on Ctrl-C or an error).
 
     `before_start` runs once the stores are migrated and seeded, before any process starts (bulk
-    loads for the scale scenarios); `overrides` are Settings fields for every process of the stack.
+    loads for the scale scenarios); `on_start` gets the supervisor and the broker's process once
+    the centre's processes are spawned (scenarios that measure them by pid); `overrides` are
+    Settings fields for every process of the stack.
     """
     port = free_port()
     settings = bench_settings(port, partitions, **(overrides or {}))
@@ -607,6 +610,8 @@ def bench_stack(
         say(f"starting {workers} streams worker(s), the dispatcher and the console server")
         sup = Supervisor(settings, workers=workers)
         sup.start()
+        if on_start is not None and broker is not None:
+            on_start(sup, broker)
         sup.wait_healthy(90)
         say("warming up")
         asyncio.run(warm_up(settings, workers))
