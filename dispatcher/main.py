@@ -122,7 +122,7 @@ class Dispatcher:
         dispatcher (surfaced at once), and every loop is cancelled on the way out."""
         assert self._consumer is not None and self._service is not None
         assert self._pool is not None and self._redis is not None
-        keeper = LiveKeeper(self._pool, self._redis, self._service, self.settings.live_snapshot_s)
+        keeper = LiveKeeper(self._pool, self._redis, self.settings.live_snapshot_s)
         loops = [
             asyncio.create_task(self._fire_timers(), name="timers"),
             asyncio.create_task(self._relay(), name="outbox-relay"),

@@ -32,6 +32,7 @@ from dispatcher.case import (
 from dispatcher.clock import statutory_limit
 from dispatcher.lifecycle import Action, Command, IllegalTransition, transition
 from dispatcher.live import available_near, own_grid_workers
+from dispatcher.livekeeper import sync_statuses
 from dispatcher.merge import Sighting, bbox_for, find_duplicate
 from dispatcher.plan import PlanBook
 from dispatcher.recommend import Available
@@ -276,21 +277,7 @@ class IncidentService:
         task are busy, and nobody else is (a crash may have left either undone). Returns changes."""
         if self._live is None:
             return 0
-        active = {
-            r["responder_id"]
-            for r in await self._pool.fetch(
-                """SELECT DISTINCT responder_id FROM tasks
-                    WHERE state IN ('offered', 'accepted', 'en_route', 'on_scene')"""
-            )
-        }
-        ids = [r["responder_id"] for r in await self._pool.fetch("SELECT responder_id FROM responders")]
-        changed = 0
-        for rid, (status,) in zip(ids, await self._live.responders(ids, ("status",)), strict=True):
-            want = "busy" if rid in active else "available"
-            if status is not None and status != want and status in ("busy", "available"):
-                await self._live.set_status(rid, want)
-                changed += 1
-        return changed
+        return await sync_statuses(self._pool, self._live)
 
     async def _audit(
         self, conn: asyncpg.Connection, cmd: CaseCommand, outcome: str, detail: str | None

@@ -4,12 +4,16 @@ Each responder is a hash; responders free to dispatch (on duty, status available
 known) are members of one GEO set per kind, which is what nearest-responder lookups search.
 Both updates run as Lua scripts so the hash and the GEO set change together, and a position
 older than the one stored is ignored (replays and out-of-order fixes change nothing).
+
+The same scripts keep two small sets for the dispatcher's live keeper (dispatcher/livekeeper.py),
+so that its periodic work follows what changed rather than the whole roster: the responders
+whose position moved since the last copy to PostgreSQL, and the responders marked busy.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -19,13 +23,14 @@ from dispatcher.responder import KINDS
 from streams import topics
 
 # KEYS[1] responder hash; its kind's GEO set is named from the kind stored in the hash.
-# ARGV: responder_id, lon, lat, at_ms, accuracy
+# ARGV: responder_id, lon, lat, at_ms, accuracy[, '0' when the fix is not a move to copy]
 _APPLY_POSITION = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local prev = tonumber(redis.call('HGET', KEYS[1], 'at_ms') or '-1')
 local at = tonumber(ARGV[4])
 if prev >= at then return 0 end
 redis.call('HSET', KEYS[1], 'lon', ARGV[2], 'lat', ARGV[3], 'at_ms', ARGV[4], 'accuracy_m', ARGV[5])
+if ARGV[6] ~= '0' then redis.call('SADD', 'MOVEDKEY', ARGV[1]) end
 local kind = redis.call('HGET', KEYS[1], 'kind')
 local duty = redis.call('HGET', KEYS[1], 'on_duty')
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -67,6 +72,11 @@ def _s(value: Any) -> str:
 _SET_STATUS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2])
+if ARGV[2] == 'busy' then
+  redis.call('SADD', 'BUSYKEY', ARGV[1])
+else
+  redis.call('SREM', 'BUSYKEY', ARGV[1])
+end
 local kind = redis.call('HGET', KEYS[1], 'kind')
 local duty = redis.call('HGET', KEYS[1], 'on_duty')
 local lon = redis.call('HGET', KEYS[1], 'lon')
@@ -119,8 +129,32 @@ return found
 """
 
 
+# KEYS[1] the moved set, KEYS[2] where it is copied from. The moved set is taken aside only
+# once the previous copy finished (a copy cut short is resumed, not dropped); fixes applied
+# meanwhile go to a new moved set. Returns 1 when there is a set to copy.
+_TAKE_MOVED = """
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+  redis.call('RENAME', KEYS[1], KEYS[2])
+end
+return 1
+"""
+
+
 def _search_radii(radius_m: float) -> list[float]:
     return [r for r in SEARCH_RADII_M if r < radius_m] + [radius_m]
+
+
+def _roster_call(responder_id: str, fields: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """Keys and arguments of the roster script for one responder."""
+    kind = str(fields["kind"])
+    on_duty = "1" if fields.get("on_duty") else "0"
+    extra: list[str] = []
+    for name in ("name", "org", "grid_id"):
+        extra += [name, "" if fields.get(name) is None else str(fields[name])]
+    extra += ["skills", ",".join(fields.get("skills") or [])]
+    keys = [topics.responder_key(responder_id), *(topics.available_key(k) for k in KINDS)]
+    return keys, [responder_id, kind, on_duty, *extra]
 
 
 class LiveState:
@@ -129,11 +163,14 @@ class LiveState:
     def __init__(self, redis: Redis) -> None:
         self._r = redis
         geo_prefix = topics.AVAILABLE_GEO_KEY
-        self._position = redis.register_script(_APPLY_POSITION.replace("'GEOKEY:'", repr(geo_prefix)))
+        script = _APPLY_POSITION.replace("'GEOKEY:'", repr(geo_prefix))
+        self._position = redis.register_script(script.replace("'MOVEDKEY'", repr(topics.LIVE_MOVED_KEY)))
         script = _APPLY_ROSTER.replace("'GEOKEY:'", repr(geo_prefix))
         script = script.replace("'GRIDKEY:'", repr(topics.GRID_WORKERS_KEY))
         self._roster = redis.register_script(script)
-        self._status = redis.register_script(_SET_STATUS.replace("'GEOKEY:'", repr(geo_prefix)))
+        script = _SET_STATUS.replace("'GEOKEY:'", repr(geo_prefix))
+        self._status = redis.register_script(script.replace("'BUSYKEY'", repr(topics.LIVE_BUSY_KEY)))
+        self._take_moved = redis.register_script(_TAKE_MOVED)
         self._nearest = redis.register_script(_NEAREST)
 
     async def mark_populated(self) -> None:
@@ -146,14 +183,18 @@ class LiveState:
 
     async def apply_roster(self, responder_id: str, fields: Mapping[str, Any]) -> None:
         """Roster fields from the registry: name, kind, org, skills, on_duty, grid_id."""
-        kind = str(fields["kind"])
-        on_duty = "1" if fields.get("on_duty") else "0"
-        extra: list[str] = []
-        for name in ("name", "org", "grid_id"):
-            extra += [name, "" if fields.get(name) is None else str(fields[name])]
-        extra += ["skills", ",".join(fields.get("skills") or [])]
-        keys = [topics.responder_key(responder_id), *(topics.available_key(k) for k in KINDS)]
-        await self._roster(keys=keys, args=[responder_id, kind, on_duty, *extra])
+        keys, args = _roster_call(responder_id, fields)
+        await self._roster(keys=keys, args=args)
+
+    async def apply_rosters(self, entries: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        """`apply_roster` for many responders in one round trip (rebuilding a lost live state)."""
+        if not entries:
+            return
+        pipe = self._r.pipeline(transaction=False)
+        for responder_id, fields in entries:
+            keys, args = _roster_call(responder_id, fields)
+            await self._roster(keys=keys, args=args, client=pipe)
+        await pipe.execute()
 
     async def apply_position(
         self, responder_id: str, lon: float, lat: float, at_ms: int, accuracy_m: float | None
@@ -170,10 +211,11 @@ class LiveState:
         return int(await self._position(keys=keys, args=args))
 
     async def apply_positions(
-        self, fixes: Sequence[tuple[str, float, float, int, float | None]]
+        self, fixes: Sequence[tuple[str, float, float, int, float | None]], *, moved: bool = True
     ) -> list[int]:
         """`apply_position` for many fixes (responder_id, lon, lat, at_ms, accuracy_m) in one
-        round trip; the same answer for each."""
+        round trip; the same answer for each. `moved=False` for fixes restored from PostgreSQL:
+        the live keeper has nothing to copy back."""
         if not fixes:
             return []
         pipe = self._r.pipeline(transaction=False)
@@ -184,6 +226,7 @@ class LiveState:
                 repr(lat),
                 at_ms,
                 "" if accuracy_m is None else repr(accuracy_m),
+                "1" if moved else "0",
             ]
             await self._position(keys=[topics.responder_key(rid)], args=args, client=pipe)
         return [int(r) for r in await pipe.execute()]
@@ -194,6 +237,31 @@ class LiveState:
             int(await self._status(keys=[topics.responder_key(responder_id)], args=[responder_id, status]))
             == 1
         )
+
+    async def busy(self) -> set[str]:
+        """Responders whose status is busy (kept by `set_status`)."""
+        return {_s(m) for m in await self._r.smembers(topics.LIVE_BUSY_KEY)}
+
+    async def take_moved(self) -> bool:
+        """Set aside the responders whose position moved since the last copy, for
+        `moved_to_copy`; False when none moved. A copy not marked done is offered again."""
+        keys = [topics.LIVE_MOVED_KEY, topics.LIVE_COPYING_KEY]
+        return int(await self._take_moved(keys=keys, args=[])) == 1
+
+    async def moved_to_copy(self, chunk: int) -> AsyncIterator[list[str]]:
+        """The responders set aside by `take_moved`, about `chunk` at a time."""
+        batch: list[str] = []
+        async for member in self._r.sscan_iter(topics.LIVE_COPYING_KEY, count=chunk):
+            batch.append(_s(member))
+            if len(batch) >= chunk:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    async def copied_moved(self) -> None:
+        """Every position set aside by `take_moved` is in PostgreSQL now."""
+        await self._r.delete(topics.LIVE_COPYING_KEY)
 
     async def responder(self, responder_id: str) -> dict[str, str]:
         raw = await self._r.hgetall(topics.responder_key(responder_id))

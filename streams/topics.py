@@ -39,6 +39,9 @@ AVAILABLE_GEO_KEY: Final = "available:"  # GEO set per kind of responders free t
 GRID_WORKERS_KEY: Final = "grid:workers:"  # set per grid of the grid workers responsible for it
 CAMERA_KEY: Final = "camera:"  # hash per camera: name, lon, lat
 LIVE_EPOCH_KEY: Final = "live:epoch"  # set once live state holds the whole roster (absent: rebuild)
+LIVE_MOVED_KEY: Final = "live:moved"  # set of responders whose position changed since the last copy
+LIVE_COPYING_KEY: Final = "live:moved:copying"  # the moved set taken aside while it is copied
+LIVE_BUSY_KEY: Final = "live:busy"  # set of responders whose status is busy
 
 
 def responder_key(responder_id: str) -> str:

@@ -167,8 +167,10 @@ async def test_seed_redis_fills_available_sets_quickly(r: aioredis.Redis, city: 
     cam = await live.camera(CONTRACT_CAMERA_ID)
     assert cam is not None
     # A hash per responder and camera, a GEO set per kind, a worker set per grid, the epoch
-    # that says live state is populated (its absence makes the dispatcher rebuild it).
-    assert await r.dbsize() == len(city.responders) + len(city.cameras) + 3 + len(city.grids) + 1
+    # that says live state is populated (its absence makes the dispatcher rebuild it), and the
+    # set of responders whose position the live keeper has not copied to PostgreSQL yet.
+    assert await r.dbsize() == len(city.responders) + len(city.cameras) + 3 + len(city.grids) + 2
+    assert await r.scard(topics.LIVE_MOVED_KEY) == len(city.responders)
     assert await live.populated()
 
 
