@@ -249,3 +249,37 @@ async def test_pg_fixture_is_fully_migrated(pg: asyncpg.Pool) -> None:
     async with pg.acquire() as c:
         assert await recorded(c) == [(m.version, m.name, m.checksum) for m in migrations]
         assert await migrate(c) == []
+
+
+# The queries that run on every report, every few seconds or every minute, and the index each
+# must search: at a million stored incidents (bench.memory) any scan costs tenths of a second.
+HOT_QUERIES = {
+    "incidents_occurred_idx": """SELECT incident_id FROM incidents WHERE lon BETWEEN 106.5 AND 106.6
+        AND lat BETWEEN 29.6 AND 29.7 AND incident_id <> 'x' AND occurred_at BETWEEN now() - interval '1 hour'
+        AND now() + interval '1 hour' AND status NOT IN ('closed', 'cancelled', 'merged')""",
+    "incidents_created_idx": """SELECT incident_id, status FROM incidents
+        WHERE created_at >= now() - interval '7 days' AND created_at < now()""",
+    "incidents_updated_idx": """SELECT incident_id, version FROM incidents
+        WHERE updated_at > now() - make_interval(secs => 120.0)""",
+    "tasks_one_active_per_responder": """SELECT DISTINCT responder_id FROM tasks
+        WHERE state IN ('offered', 'accepted', 'en_route', 'on_scene')""",
+}
+
+
+@pytest.mark.parametrize("index", sorted(HOT_QUERIES))
+async def test_hot_queries_search_an_index(pg: asyncpg.Pool, index: str) -> None:
+    """With sequential scans priced out, as they are on a large table, each query searches its
+    index (a walk through another index, filtering every row, does not count)."""
+    async with pg.acquire() as c, c.transaction():
+        await c.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(r[0] for r in await c.fetch(f"EXPLAIN {HOT_QUERIES[index]}"))
+    assert index in plan, plan
+
+
+async def test_history_newest_first_reads_an_index_in_order(pg: asyncpg.Pool) -> None:
+    async with pg.acquire() as c, c.transaction():
+        await c.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(
+            r[0] for r in await c.fetch("EXPLAIN SELECT * FROM incidents ORDER BY occurred_at DESC LIMIT 200")
+        )
+    assert "Index Scan Backward using incidents_occurred_idx" in plan and "Sort" not in plan, plan
