@@ -169,29 +169,30 @@ async def redis_info(redis: aioredis.Redis) -> dict[str, Any]:
     return info
 
 
-async def redis_db_bytes(redis: aioredis.Redis, chunk: int = 1000) -> tuple[int, int]:
-    """(keys, bytes): MEMORY USAGE summed over every key of this database (all nested values
-    counted: SAMPLES 0). Redis is shared by several databases; this is our part of it."""
+async def redis_db_bytes(redis: aioredis.Redis, chunk: int = 1000) -> tuple[int, dict[str, int]]:
+    """(keys, bytes by key prefix): MEMORY USAGE over every key of this database (all nested
+    values counted: SAMPLES 0). Redis is shared by several databases; this is our part of it."""
     keys = 0
-    total = 0
+    by_prefix: dict[str, int] = {}
     batch: list[bytes] = []
 
-    async def flush() -> int:
+    async def flush() -> None:
         pipe = redis.pipeline(transaction=False)
         for key in batch:
             pipe.execute_command("MEMORY", "USAGE", key, "SAMPLES", "0")
-        sizes = await pipe.execute()
+        for key, size in zip(batch, await pipe.execute(), strict=True):
+            prefix = key.decode(errors="replace").split(":", 1)[0]
+            by_prefix[prefix] = by_prefix.get(prefix, 0) + int(size or 0)
         batch.clear()
-        return sum(int(s or 0) for s in sizes)
 
     async for key in redis.scan_iter(count=chunk):
         keys += 1
         batch.append(key)
         if len(batch) >= chunk:
-            total += await flush()
+            await flush()
     if batch:
-        total += await flush()
-    return keys, total
+        await flush()
+    return keys, by_prefix
 
 
 async def seq_reads(conn: asyncpg.Connection) -> dict[str, int]:
@@ -209,8 +210,9 @@ class Snapshot:
     backends: dict[int, Memory] = field(default_factory=dict)
     redis: dict[str, Any] = field(default_factory=dict)
     redis_keys: int = 0
-    redis_db_bytes: int = 0
+    redis_db_bytes: dict[str, int] = field(default_factory=dict)  # by key prefix
     database_bytes: int = 0
+    table_bytes: dict[str, int] = field(default_factory=dict)  # the largest tables, with indexes
 
 
 async def snapshot(stack: Stack, conn: asyncpg.Connection, redis: aioredis.Redis) -> Snapshot:
@@ -230,6 +232,11 @@ async def snapshot(stack: Stack, conn: asyncpg.Connection, redis: aioredis.Redis
             snap.backends[pid] = mem
     snap.redis_keys, snap.redis_db_bytes = await redis_db_bytes(redis)
     snap.database_bytes = int(await conn.fetchval("SELECT pg_database_size(current_database())"))
+    rows = await conn.fetch(
+        """SELECT relname, pg_total_relation_size(relid) AS bytes FROM pg_statio_user_tables
+            ORDER BY bytes DESC LIMIT 4"""
+    )
+    snap.table_bytes = {str(r["relname"]): int(r["bytes"]) for r in rows}
     return snap
 
 
@@ -586,7 +593,8 @@ def figures_of(
             "postgres database size",
             _mb(m.loaded.database_bytes),
             "MB",
-            note=f"pg_database_size; {_mb(m.idle.database_bytes):.0f} MB before the load",
+            note=", ".join(f"{t} {_mb(b):,.0f}" for t, b in m.loaded.table_bytes.items())
+            + f" MB (with indexes and TOAST); {_mb(m.idle.database_bytes):,.0f} MB before the load",
         )
     )
     info = m.loaded.redis
@@ -594,10 +602,14 @@ def figures_of(
         Figure.of_value(
             SCENARIO,
             "redis our db (MEMORY USAGE)",
-            _mb(m.loaded.redis_db_bytes),
+            _mb(sum(m.loaded.redis_db_bytes.values())),
             "MB",
             n=m.loaded.redis_keys,
-            note=f"used_memory grew {_mb(int(info['used_memory']) - loaded.redis_used_after_flush):.0f} MB "
+            note=", ".join(
+                f"{p}:* {_mb(b):.1f}"
+                for p, b in sorted(m.loaded.redis_db_bytes.items(), key=lambda kv: -kv[1])[:3]
+            )
+            + f" MB; used_memory grew {_mb(int(info['used_memory']) - loaded.redis_used_after_flush):.0f} MB "
             f"since our db was emptied (other databases move it too)",
         )
     )
