@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import os
 import platform
 import random
@@ -53,6 +52,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from bench.figures import percentile
 from dispatcher.category import CAMERA_ALARM_TYPES
 from infra.broker import start_tansu
 from infra.db import drop_database
@@ -95,16 +95,6 @@ def say(msg: str) -> None:
 
 # --------------------------------------------------------------------------------------------
 # Figures
-
-
-def percentile(ordered: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100) of sorted values, linearly interpolated between ranks."""
-    if not ordered:
-        raise ValueError("no samples")
-    k = (len(ordered) - 1) * q / 100.0
-    lo = math.floor(k)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 @dataclass(frozen=True, slots=True)
