@@ -43,7 +43,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
@@ -186,27 +186,54 @@ def postgres_cpu_s() -> float:
     return total
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine spent busy (every core, /proc/stat: all but idle and iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+MACHINE: Final = "machine (all processes)"
+
+
 @dataclass(slots=True)
 class CpuWatch:
-    """CPU seconds each process used between `start` and `stop`, as a share of one core."""
+    """CPU seconds each process used between `start` and `stop`, as a share of one core; with
+    the whole machine's, so the load drivers' and everything else's share shows too (on two
+    cores, 200 % is saturation)."""
 
     procs: list[Proc]
     t0: float = 0.0
     c0: dict[str, float] = field(default_factory=dict)
     shares: dict[str, float] = field(default_factory=dict)
 
+    def _read(self) -> dict[str, float]:
+        return (
+            {p.name: p.cpu_s() for p in self.procs}
+            | {"postgres (all)": postgres_cpu_s()}
+            | {MACHINE: machine_busy_s()}
+        )
+
     def start(self) -> None:
         self.t0 = time.monotonic()
-        self.c0 = {p.name: p.cpu_s() for p in self.procs} | {"postgres (all)": postgres_cpu_s()}
+        self.c0 = self._read()
 
     def stop(self) -> None:
         span = max(time.monotonic() - self.t0, 1e-6)
-        now = {p.name: p.cpu_s() for p in self.procs} | {"postgres (all)": postgres_cpu_s()}
+        now = self._read()
         self.shares = {k: (now[k] - self.c0.get(k, 0.0)) / span for k in now}
+        stack = sum(v for k, v in self.shares.items() if k != MACHINE)
+        self.shares["load drivers and the rest"] = max(self.shares[MACHINE] - stack, 0.0)
 
     def figures(self, scenario: str) -> list[Figure]:
+        cores = os.cpu_count() or 1
         return [
-            Figure.of_value(scenario, f"CPU {name}", share * 100, "% core")
+            Figure.of_value(
+                scenario,
+                f"CPU {name}",
+                share * 100,
+                "% core",
+                note=f"{cores} cores: {cores * 100} % is every core busy" if name == MACHINE else "",
+            )
             for name, share in sorted(self.shares.items(), key=lambda kv: -kv[1])
             if share >= 0.005
         ]
@@ -936,6 +963,27 @@ def format_report(
     )
 
 
+def resized(size: Size, changes: Sequence[str]) -> Size:
+    """`size` with FIELD=VALUE changes (a tuple field takes comma-separated numbers): to take a
+    scenario apart, e.g. positions without reports (steady_rate=0)."""
+    kinds = {f.name: f for f in fields(Size)}
+    out: dict[str, Any] = {}
+    for change in changes:
+        name, sep, text = change.partition("=")
+        if not sep or name not in kinds:
+            raise ValueError(f"--set {change!r}: expected FIELD=VALUE with FIELD one of {', '.join(kinds)}")
+        current = getattr(size, name)
+        try:
+            if isinstance(current, tuple):
+                kind = type(current[0]) if current else float
+                out[name] = tuple(kind(v) for v in text.split(",") if v)
+            else:
+                out[name] = type(current)(text)
+        except ValueError as exc:
+            raise ValueError(f"--set {change!r}: {exc}") from exc
+    return replace(size, **out)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
@@ -948,11 +996,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="streams workers (default 2)")
     parser.add_argument("--partitions", type=int, default=4, help="partitions per topic (default 4)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="change one size, e.g. --set steady_rate=0 --set consoles=5 (fields: "
+        + ", ".join(f.name for f in fields(Size))
+        + ")",
+    )
     args = parser.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     if unknown := set(only) - set(SCENARIOS):
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
-    size = QUICK if args.quick else FULL
+    try:
+        size = resized(QUICK if args.quick else FULL, args.set)
+    except ValueError as exc:
+        parser.error(str(exc))
     with contextlib.redirect_stdout(sys.stderr):
         broker_p50, figures = run(size, only, args.workers, args.partitions)
     m = meta(argv)

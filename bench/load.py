@@ -34,6 +34,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from bench.latency import CHANNELS, INTAKE_PATHS, build_report
+from infra import eventloop
 
 POSITION_SAMPLE: Final = 10  # positions of one responder in this many are timed (crc32 of the id)
 
@@ -99,7 +100,7 @@ def _child(fn_path: str, kwargs: dict[str, Any], out: Queue[Any], ready: Event, 
     module, name = fn_path.split(":")
     fn: Callable[..., Coroutine[Any, Any, Any]] = getattr(importlib.import_module(module), name)
     try:
-        result = asyncio.run(fn(Control(ready, stop), **kwargs))
+        result = eventloop.run(fn(Control(ready, stop), **kwargs))
     except BaseException as exc:  # the orchestrator reports it; the driver must not hang it
         ready.set()
         out.put(("error", f"{fn_path}: {exc!r}\n{traceback.format_exc()}"))

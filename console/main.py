@@ -32,6 +32,7 @@ from console.resync import resync_board
 from dispatcher import casestore, outbox, store
 from dispatcher.live import live_recommendation
 from dispatcher.plan import load_plans
+from infra import eventloop
 from infra.db import ensure_database, migrate
 from infra.faults import BROKER_UNAVAILABLE, TRANSIENT
 from infra.settings import Settings
@@ -188,6 +189,7 @@ async def amain(settings: Settings) -> None:
                 await asyncio.wait_for(t, 5)
         await hub.close_all()  # bounded: a peer that stopped reading cannot hold up the shutdown
         done_task.cancel()
+    await intake.close()  # reports being recorded are answered before the producer stops
     await positions_consumer.stop()
     await consumer.stop()
     await producer.stop()
@@ -197,7 +199,7 @@ async def amain(settings: Settings) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(amain(Settings.from_env()))
+    eventloop.run(amain(Settings.from_env()))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,13 @@
 
 Consumes enriched incidents, persists them, publishes state-change events keyed by incident
 id, and commits offsets only after both (at-least-once; effects are idempotent).
+
+Throughput: the records of one fetch are applied in lanes, one per partition number (an
+incident's enriched record and its commands share the partition number, both keyed by incident
+id, so one incident still has one writer), lanes side by side; a record's events are handed to
+the producer without waiting, and the whole fetch's sends are awaited once before the commit.
+Waiting for each record's acknowledgement in turn capped the dispatcher at one broker round
+trip plus one transaction per record (~100 incidents/s in the city benchmark).
 """
 
 from __future__ import annotations
@@ -10,7 +17,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +36,7 @@ from dispatcher.livekeeper import LiveKeeper
 from dispatcher.plan import load_plans
 from dispatcher.service import IncidentService, Result
 from dispatcher.store import create_pool
+from infra import eventloop
 from infra.db import ensure_database, migrate
 from infra.faults import BROKER_UNAVAILABLE, TRANSIENT
 from infra.settings import Settings
@@ -49,6 +59,18 @@ TIMER_TICK_S = 0.2
 RELAY_TICK_S = 1.0
 LOG_CHECK_S = 2.0  # how often the consumer checks the broker did not restart its logs
 MAX_UNEXPECTED = 3  # a record that keeps failing for no transient reason is dead-lettered
+# Two lanes' transactions can meet on the same rows (responders' tasks, a merge): the database
+# aborts one; its transaction rolled back whole, so it is simply applied again.
+CONFLICTS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+
+
+@dataclass
+class Sent:
+    """What one record handed to the producer: acknowledgements to await before the commit,
+    and the outbox messages to mark sent once they are."""
+
+    futures: list[Awaitable[Any]] = field(default_factory=list)
+    forwards: list[str] = field(default_factory=list)
 
 
 def timer_command(r: Mapping[str, Any]) -> dict[str, Any]:
@@ -136,10 +158,8 @@ class Dispatcher:
                     with contextlib.suppress(*BROKER_UNAVAILABLE):
                         await rewind_restarted_logs(self._consumer)
                 batches = await self._consumer.getmany(timeout_ms=200)
-                for records in batches.values():
-                    for record in records:
-                        await self._handle(self._service, record)
                 if batches:
+                    await self._apply_fetch(self._service, batches)
                     await self._consumer.commit()
                 for loop in loops:
                     if loop.done():
@@ -205,31 +225,60 @@ class Dispatcher:
         futures = [await self._producer.send(m.topic, key=m.key.encode(), value=m.value) for m in messages]
         await delivered(futures)
 
-    async def _handle(self, service: IncidentService, record: ConsumerRecord) -> None:
-        if record.topic == topics.INCIDENTS_COMMANDS:
-            await self._command(service, record)
-        else:
-            await self._enriched(service, record)
+    async def _apply_fetch(
+        self, service: IncidentService, batches: Mapping[Any, Sequence[ConsumerRecord]]
+    ) -> None:
+        """Apply one fetch's records, a lane per partition number, then wait for every send.
+        If the broker fails some of them, each record is applied again and its events sent
+        again one at a time (a replay changes nothing and answers with the same events)."""
+        lanes: dict[int, list[ConsumerRecord]] = defaultdict(list)
+        for tp, records in batches.items():
+            lanes[tp.partition].extend(records)
 
-    async def _command(self, service: IncidentService, record: ConsumerRecord) -> None:
+        async def lane(records: list[ConsumerRecord]) -> list[Sent]:
+            return [await self._handle(service, record, wait=False) for record in records]
+
+        async with asyncio.TaskGroup() as group:
+            running = [group.create_task(lane(records)) for records in lanes.values()]
+        sent = [s for task in running for s in task.result()]
+        try:
+            await delivered(f for s in sent for f in s.futures)
+        except BROKER_UNAVAILABLE as exc:
+            log.warning("%d records' events not acknowledged (%r); sending them again", len(sent), exc)
+            assert self._producer is not None
+            self._producer.client.force_metadata_update()
+            for records in lanes.values():
+                for record in records:
+                    await self._handle(service, record, wait=True)
+            return
+        forwards = [m for s in sent for m in s.forwards]
+        if forwards:
+            await outbox.mark_sent(self._pool, forwards)
+
+    async def _handle(self, service: IncidentService, record: ConsumerRecord, wait: bool) -> Sent:
+        if record.topic == topics.INCIDENTS_COMMANDS:
+            return await self._command(service, record, wait)
+        return await self._enriched(service, record, wait)
+
+    async def _command(self, service: IncidentService, record: ConsumerRecord, wait: bool) -> Sent:
         try:
             decode_object(record.value)  # null, oversized, not UTF-8, not JSON, not an object
             cmd = parse_command(record.value)
             check_key(record.key, "incident_id", cmd.incident_id)
         except ValueError as exc:
             await self._dead_letter(record, str(exc))
-            return
-        await self._retrying(record, cmd.incident_id, lambda: service.handle(cmd), cmd)
+            return Sent()
+        return await self._retrying(record, cmd.incident_id, lambda: service.handle(cmd), cmd, wait)
 
-    async def _enriched(self, service: IncidentService, record: ConsumerRecord) -> None:
+    async def _enriched(self, service: IncidentService, record: ConsumerRecord, wait: bool) -> Sent:
         try:
             rec = EnrichedIncident.model_validate(decode_object(record.value))
             check_key(record.key, "incident_id", rec.incident_id)
         except (BadRecord, ValidationError) as exc:
             reason = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
             await self._dead_letter(record, reason)
-            return
-        await self._retrying(record, rec.incident_id, lambda: service.file(rec), None)
+            return Sent()
+        return await self._retrying(record, rec.incident_id, lambda: service.file(rec), None, wait)
 
     async def _retrying(
         self,
@@ -237,8 +286,10 @@ class Dispatcher:
         incident_id: str,
         apply: Callable[[], Awaitable[Result]],
         cmd: CaseCommand | None,
-    ) -> None:
-        """Apply, then publish what it produced; transient failures retry, others dead-letter."""
+        wait: bool,
+    ) -> Sent:
+        """Apply, then hand what it produced to the producer (and, with `wait`, wait for the
+        acknowledgements); transient failures and lost races retry, others dead-letter."""
         assert self._producer is not None
         delay, unexpected = 0.1, 0
         while True:
@@ -282,10 +333,15 @@ class Dispatcher:
                 forwards = [outbox.command_message(f) for f in result.forwards]
                 for m in forwards:  # already in the outbox: sent now, re-sent if lost
                     futures.append(await self._producer.send(m.topic, key=m.key.encode(), value=m.value))
+                sent = Sent(futures, [m.message_id for m in forwards])
+                if not wait:
+                    return sent
                 await delivered(futures)
                 if forwards:
-                    await outbox.mark_sent(self._pool, [m.message_id for m in forwards])
-                return
+                    await outbox.mark_sent(self._pool, sent.forwards)
+                return Sent()
+            except CONFLICTS as exc:
+                log.info("%s met another lane's transaction, applying it again: %r", incident_id, exc)
             except TRANSIENT as exc:
                 if self._stopping.is_set():
                     raise
@@ -297,7 +353,7 @@ class Dispatcher:
                 log.exception("unexpected failure on %s (%d/%d)", incident_id, unexpected, MAX_UNEXPECTED)
                 if unexpected >= MAX_UNEXPECTED:
                     await self._dead_letter(record, f"internal error: {type(exc).__name__}: {exc}")
-                    return
+                    return Sent()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -325,7 +381,7 @@ async def amain(settings: Settings) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(amain(Settings.from_env()))
+    eventloop.run(amain(Settings.from_env()))
 
 
 if __name__ == "__main__":

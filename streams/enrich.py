@@ -67,16 +67,14 @@ class Enricher:
 
     async def enrich(self, record: IncidentRecord) -> EnrichedIncident:
         lon, lat, grid_id = record.location.lon, record.location.lat, record.location.grid_id
+        found = await self._live.candidates(
+            KINDS, lon, lat, self._radius_m, self._per_kind, grid_id, _ROSTER_FIELDS
+        )
         nearest: dict[str, list[Recommended]] = {}
         for kind in KINDS:
-            found = await self._live.nearest(kind, lon, lat, self._radius_m, self._per_kind)
-            roster = await self._live.responders([n.responder_id for n in found], _ROSTER_FIELDS)
-            nearest[kind] = rank(kind, found, roster, grid_id)
-        own = None
-        if grid_id:
-            ids = await self._live.grid_workers(grid_id)
-            rows = await self._live.responders(ids, _ROSTER_FIELDS)
-            own = own_worker(lon, lat, grid_id, list(zip(ids, rows, strict=True)))
+            pairs = found.nearest[kind]
+            nearest[kind] = rank(kind, [n for n, _ in pairs], [r for _, r in pairs], grid_id)
+        own = own_worker(lon, lat, grid_id, found.grid_workers) if grid_id else None
         return EnrichedIncident(
             **record.model_dump(),
             nearest=nearest,

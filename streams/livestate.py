@@ -129,6 +129,37 @@ return found
 """
 
 
+# Everything one enrichment needs, in one round trip (it was eight: a search and a roster read
+# per kind, the grid's workers and theirs). KEYS[1..n-1] the kinds' GEO sets, KEYS[n] the
+# grid's grid-worker set. ARGV: lon, lat, count, the number of radii, the radii, the responder
+# key prefix, then the roster fields. Per kind {search rows, roster rows}, then {grid workers
+# (sorted), their roster rows}.
+_CANDIDATES = """
+local lon, lat, count, nr = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local prefix = ARGV[5 + nr]
+local fields = {}
+for i = 6 + nr, #ARGV do fields[#fields + 1] = ARGV[i] end
+local out = {}
+for k = 1, #KEYS - 1 do
+  local found = {}
+  for i = 5, 4 + nr do
+    found = redis.call('GEOSEARCH', KEYS[k], 'FROMLONLAT', lon, lat, 'BYRADIUS', ARGV[i], 'm',
+                       'ASC', 'COUNT', count, 'WITHCOORD', 'WITHDIST')
+    if #found >= count then break end
+  end
+  local rows = {}
+  for j = 1, #found do rows[j] = redis.call('HMGET', prefix .. found[j][1], unpack(fields)) end
+  out[k] = {found, rows}
+end
+local ids = redis.call('SMEMBERS', KEYS[#KEYS])
+table.sort(ids)
+local rows = {}
+for j = 1, #ids do rows[j] = redis.call('HMGET', prefix .. ids[j], unpack(fields)) end
+out[#KEYS] = {ids, rows}
+return out
+"""
+
+
 # KEYS[1] the moved set, KEYS[2] where it is copied from. The moved set is taken aside only
 # once the previous copy finished (a copy cut short is resumed, not dropped); fixes applied
 # meanwhile go to a new moved set. Returns 1 when there is a set to copy.
@@ -157,6 +188,15 @@ def _roster_call(responder_id: str, fields: Mapping[str, Any]) -> tuple[list[str
     return keys, [responder_id, kind, on_duty, *extra]
 
 
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    """What `LiveState.candidates` found: per kind the nearest available responders with their
+    roster rows (aligned), and the grid's own grid workers (any status) with theirs."""
+
+    nearest: dict[str, list[tuple[Nearby, list[str | None]]]]
+    grid_workers: list[tuple[str, list[str | None]]]
+
+
 class LiveState:
     """Adapter over the Redis keys in `streams.topics`. Takes a connected client."""
 
@@ -172,6 +212,7 @@ class LiveState:
         self._status = redis.register_script(script.replace("'BUSYKEY'", repr(topics.LIVE_BUSY_KEY)))
         self._take_moved = redis.register_script(_TAKE_MOVED)
         self._nearest = redis.register_script(_NEAREST)
+        self._candidates = redis.register_script(_CANDIDATES)
 
     async def mark_populated(self) -> None:
         """Live state holds the whole roster (after seeding or a rebuild from PostgreSQL)."""
@@ -281,6 +322,39 @@ class LiveState:
             keys=[topics.available_key(kind)], args=[lon, lat, count, *_search_radii(radius_m)]
         )
         return [Nearby(_s(r[0]), float(r[1]), float(r[2][0]), float(r[2][1])) for r in rows]
+
+    async def candidates(
+        self,
+        kinds: Sequence[str],
+        lon: float,
+        lat: float,
+        radius_m: float,
+        count: int,
+        grid_id: str | None,
+        fields: Sequence[str],
+    ) -> Candidates:
+        """`nearest` for each kind and the grid's grid workers, each with the roster `fields`,
+        in one script (one round trip)."""
+        radii = _search_radii(radius_m)
+        grid_key = topics.grid_workers_key(grid_id) if grid_id else topics.grid_workers_key("")
+        raw: list[Any] = await self._candidates(
+            keys=[*(topics.available_key(k) for k in kinds), grid_key],
+            args=[lon, lat, count, len(radii), *radii, topics.RESPONDER_KEY, *fields],
+        )
+
+        def row(values: Sequence[Any]) -> list[str | None]:
+            return [None if v is None else _s(v) for v in values]
+
+        nearest = {
+            kind: [
+                (Nearby(_s(r[0]), float(r[1]), float(r[2][0]), float(r[2][1])), row(values))
+                for r, values in zip(found, rows, strict=True)
+            ]
+            for kind, (found, rows) in zip(kinds, raw, strict=False)
+        }
+        ids, rows = raw[len(kinds)]
+        workers = [(_s(i), row(v)) for i, v in zip(ids, rows, strict=True)] if grid_id else []
+        return Candidates(nearest, workers)
 
     async def available_positions(self, kind: str) -> dict[str, tuple[float, float]]:
         """Every available responder of `kind` with its stored position (for checks and tools)."""

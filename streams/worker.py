@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 
+from infra.eventloop import use_uvloop
 from infra.settings import Settings
 from streams.app import build_app
 
@@ -12,6 +14,12 @@ from streams.app import build_app
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
+    if use_uvloop():
+        # Before the app exists: Faust's main loop and its consumer thread's loop both come
+        # from the policy (its --loop option comes too late, the app has made its loop by then).
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     app = build_app(settings)
     sys.argv = [sys.argv[0], "worker", "--loglevel", "warn"]
     app.main()
