@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaProducer
 from dispatcher.outbox import give_up_on, redelivery_due
 from infra.faults import DATABASE_UNAVAILABLE
 from streams import topics
+from streams.fixes import send_fixes
 from streams.kafka import delivered
 from streams.records import SOURCE_ID_FIELD, CameraAlarm, PositionBatch, RawReport
 
@@ -309,22 +310,7 @@ class IntakeService:
                     f"positions.{i}.responder_id", f"unknown responder {fix.responder_id!r}"
                 )
         try:
-            futures = [
-                await self._producer.send(
-                    topics.POSITIONS_RAW,
-                    key=fix.responder_id.encode(),
-                    value=orjson.dumps(
-                        {
-                            "responder_id": fix.responder_id,
-                            "lon": fix.lon,
-                            "lat": fix.lat,
-                            "at": fix.at,  # orjson writes the same ISO-8601 as the contract
-                            "accuracy_m": fix.accuracy_m,
-                        }
-                    ),
-                )
-                for fix in batch.positions
-            ]
+            futures = await send_fixes(self._producer, topics.POSITIONS_RAW, batch.positions)
             await asyncio.wait_for(delivered(futures), self._timeout)
         except Exception as exc:
             raise NotDurable(f"event backbone unavailable: {exc}") from exc

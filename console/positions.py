@@ -27,10 +27,9 @@ from aiokafka import AIOKafkaConsumer
 
 from infra.settings import Settings
 from streams import topics
-from streams.deadletter import check_key, decode_object, validated
+from streams.fixes import read_fixes
 from streams.kafka import RestartedLogCheck, start_at_end
 from streams.normalise import BadRecord
-from streams.records import PositionFix
 
 log = logging.getLogger(__name__)
 
@@ -122,20 +121,24 @@ class PositionFeed:
         self._coalescer = Coalescer(max_tracked)
         self.stats = FeedStats()
 
-    def take(self, key: bytes | None, value: bytes | None) -> bool:
-        """One record: True if it is now its responder's pending newest fix."""
+    def take(self, key: bytes | None, value: bytes | None) -> int:
+        """One record (one fix or a batch, see streams.fixes): how many of its fixes are now
+        their responder's pending newest."""
         try:
-            fix: PositionFix = validated(PositionFix, decode_object(value))
-            check_key(key, "responder_id", fix.responder_id)
+            fixes, bad = read_fixes(key, value)
         except BadRecord as exc:
             self.stats.invalid += 1
             log.debug("position record skipped: %s", exc)
-            return False
-        if not self._coalescer.add(fix.responder_id, fix.lon, fix.lat, fix.at):
-            self.stats.stale += 1
-            return False
-        self.stats.fixes += 1
-        return True
+            return 0
+        self.stats.invalid += len(bad)
+        kept = 0
+        for fix in fixes:
+            if self._coalescer.add(fix.responder_id, fix.lon, fix.lat, fix.at):
+                kept += 1
+            else:
+                self.stats.stale += 1
+        self.stats.fixes += kept
+        return kept
 
     def flush(self) -> int:
         """Send the moved responders to every console; returns the frames encoded. With no

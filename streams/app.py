@@ -26,7 +26,7 @@ from streams import topics
 from streams.deadletter import dead_letter
 from streams.logwatch import OffsetWatch, beyond_log_end
 from streams.normalise import BadRecord
-from streams.service import StreamService
+from streams.service import Letter, StreamService
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -124,10 +124,12 @@ async def attempt(stage: str, call: Callable[[], Awaitable[T]]) -> T | Failed:
             await asyncio.sleep(delay)
 
 
-async def send_dead_letter(stage: str, message: Any, reason: str, deadletters: Any) -> None:
-    letter = dead_letter(
-        stage, reason, message.topic, message.key, message.value, message.partition, message.offset
-    )
+async def send_dead_letter(
+    stage: str, message: Any, reason: str, deadletters: Any, value: bytes | None = None
+) -> None:
+    """`value`: what to show when only a part of the record is refused (one fix of a batch)."""
+    shown = message.value if value is None else value
+    letter = dead_letter(stage, reason, message.topic, message.key, shown, message.partition, message.offset)
     log.warning(
         "%s: dead-lettered %s[%s]@%s: %s", stage, message.topic, message.partition, message.offset, reason
     )
@@ -153,16 +155,17 @@ async def process(
 async def process_batch(
     stage: str,
     events: Sequence[Any],
-    handler: Callable[[list[tuple[bytes | None, bytes | None]]], Awaitable[list[str | None]]],
+    handler: Callable[[list[tuple[bytes | None, bytes | None]]], Awaitable[list[Letter]]],
     deadletters: Any,
 ) -> None:
-    """Like `process` for a batch: `handler` gives each record's reason to dead-letter, or None."""
+    """Like `process` for a batch: `handler` says what to dead-letter (a whole record, or a
+    part of one, with its own value)."""
     records = [(e.message.key, e.message.value) for e in events]
     result = await attempt(stage, lambda: handler(records))
-    reasons = [result.reason] * len(events) if isinstance(result, Failed) else result
-    for event, reason in zip(events, reasons, strict=True):
-        if reason is not None:
-            await send_dead_letter(stage, event.message, reason, deadletters)
+    if isinstance(result, Failed):
+        result = [Letter(i, result.reason) for i in range(len(events))]
+    for letter in result:
+        await send_dead_letter(stage, events[letter.index].message, letter.reason, deadletters, letter.value)
 
 
 def build_app(settings: Settings, service: StreamService | None = None) -> CentreApp:
@@ -250,7 +253,8 @@ def build_app(settings: Settings, service: StreamService | None = None) -> Centr
     @app.agent(positions, name="positions")
     async def track_positions(stream: Any) -> None:
         """Keep each responder's live position current in Redis: thousands of fixes a second,
-        so in batches (one Redis round trip each) rather than one call per fix."""
+        most of them in batch records (streams.fixes), applied a batch of records at a time
+        (one Redis round trip each) rather than one call per fix."""
         await started()
         async for events in stream.take_events(POSITION_BATCH, POSITION_BATCH_WITHIN_S):
             for event in events:

@@ -28,7 +28,7 @@ MAX_RECORD_BYTES: Final = 256 * 1024
 MAX_LETTER_VALUE: Final = 64 * 1024
 
 
-def _kind(value: object) -> str:
+def kind_of(value: object) -> str:
     return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
         type(value), "a number"
     )
@@ -49,7 +49,7 @@ def decode_object(value: bytes | None, limit: int = MAX_RECORD_BYTES) -> dict[st
     except orjson.JSONDecodeError as exc:
         raise BadRecord(f"value is not JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise BadRecord(f"value: not a JSON object but {_kind(data)}")
+        raise BadRecord(f"value: not a JSON object but {kind_of(data)}")
     return data
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 import asyncpg
 import orjson
@@ -20,6 +21,7 @@ from infra.settings import Settings
 from streams import livestate
 from streams.deadletter import check_key, dead_letter, decode_object, validated
 from streams.enrich import Enricher
+from streams.fixes import fix_value, read_fixes
 from streams.livestate import LiveState
 from streams.normalise import BadRecord, CameraInfo, normalise, parse_payload
 from streams.records import (
@@ -32,6 +34,16 @@ from streams.records import (
 )
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Letter:
+    """A dead letter to send for record `index` of a batch: why, and the value to show (the
+    record's own when None; one fix's when a batch held it)."""
+
+    index: int
+    reason: str
+    value: bytes | None = None
 
 
 async def load_grid_index(pool: asyncpg.Pool) -> GridIndex:
@@ -126,34 +138,41 @@ class StreamService:
         return await self._enricher.enrich(record)
 
     # --- positions.raw / responders.changes -> Redis ------------------------------------------
-    async def apply_positions(self, records: list[tuple[bytes | None, bytes | None]]) -> list[str | None]:
-        """A batch of fixes in one Redis round trip. Each record's answer: None (applied, or
-        older than what live state holds) or why it is to be dead-lettered. A store failure
-        raises, and the whole batch is tried again (applying a fix twice changes nothing)."""
-        reasons: list[str | None] = [None] * len(records)
+    async def apply_positions(self, records: list[tuple[bytes | None, bytes | None]]) -> list[Letter]:
+        """The fixes of a batch of records (a record holds one fix or many, see
+        `streams.fixes`) in one Redis round trip. Returns what to dead-letter: a record that is
+        unusable as a whole, or one bad fix of a batch (the rest applied). A fix older than
+        what live state holds changes nothing. A store failure raises, and the whole batch is
+        tried again (applying a fix twice changes nothing)."""
+        letters: list[Letter] = []
         fixes: list[tuple[int, PositionFix]] = []
         for i, (key, value) in enumerate(records):
             try:
-                fix: PositionFix = validated(PositionFix, decode_object(value))
-                check_key(key, "responder_id", fix.responder_id)
+                good, bad = read_fixes(key, value)
             except BadRecord as exc:
-                reasons[i] = str(exc)
+                letters.append(Letter(i, str(exc)))
                 continue
-            fixes.append((i, fix))
+            fixes += [(i, f) for f in good]
+            letters += [Letter(i, b.reason, b.value) for b in bad]
         results = await self.live.apply_positions(
             [(f.responder_id, f.lon, f.lat, int(f.at.timestamp() * 1000), f.accuracy_m) for _, f in fixes]
         )
-        for (i, _), result in zip(fixes, results, strict=True):
+        for (i, fix), result in zip(fixes, results, strict=True):
             if result == -1:  # live state lost the roster entry: the one-by-one path restores it
                 try:
-                    await self.apply_position(records[i][0], records[i][1])
+                    await self.apply_fix(fix)
                 except BadRecord as exc:
-                    reasons[i] = str(exc)
-        return reasons
+                    letters.append(Letter(i, str(exc), orjson.dumps(fix_value(fix))))
+        return letters
 
     async def apply_position(self, key: bytes | None, value: bytes | None) -> int:
+        """A record of one fix, keyed by its responder id."""
         fix: PositionFix = validated(PositionFix, decode_object(value))
         check_key(key, "responder_id", fix.responder_id)
+        return await self.apply_fix(fix)
+
+    async def apply_fix(self, fix: PositionFix) -> int:
+        """One fix; a responder live state lost is restored from the registry first."""
         at_ms = int(fix.at.timestamp() * 1000)
         result = await self.live.apply_position(fix.responder_id, fix.lon, fix.lat, at_ms, fix.accuracy_m)
         if result == -1:

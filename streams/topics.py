@@ -11,7 +11,8 @@ from typing import Final
 
 # --- Kafka topics -----------------------------------------------------------------------
 REPORTS_RAW: Final = "reports.raw"  # intake -> normalise (key: tracking_no)
-POSITIONS_RAW: Final = "positions.raw"  # intake -> position tracker (key: responder_id)
+# intake -> position tracker: one fix (key: responder_id), or a batch of fixes (streams/fixes.py)
+POSITIONS_RAW: Final = "positions.raw"
 RESPONDERS_CHANGES: Final = "responders.changes"  # registry -> roster tracker (key: responder_id)
 INCIDENTS_LOCATED: Final = "incidents.located"  # normalise -> enrich (key: incident_id)
 INCIDENTS_ENRICHED: Final = "incidents.enriched"  # enrich -> dispatcher (key: incident_id)

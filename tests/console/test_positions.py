@@ -170,6 +170,18 @@ def test_unusable_records_are_skipped_and_counted(caplog: pytest.LogCaptureFixtu
     assert feed.take(b"P-1", fix("P-1", 1))
 
 
+def test_a_batch_record_moves_every_responder_in_it() -> None:
+    """The HTTP intake sends a batch per partition; its good fixes move, a bad one is counted."""
+    consoles = Consoles(1, 1)
+    feed = PositionFeed(consoles, 100)
+    batch = [orjson.loads(fix("P-1", 1)), orjson.loads(fix("P-2", 2, lon=106.6)), {"responder_id": "P-3"}]
+    assert feed.take(None, orjson.dumps({"positions": batch})) == 2
+    assert feed.take(None, orjson.dumps({"positions": batch[:1]})) == 0  # not newer: stale
+    assert feed.stats == FeedStats(fixes=2, stale=1, invalid=1)
+    assert feed.flush() == 1
+    assert [p[0] for p in orjson.loads(consoles.frames[0])["positions"]] == ["P-1", "P-2"]
+
+
 def test_a_flush_encodes_the_moves_once_for_every_console() -> None:
     consoles = Consoles(3, 2)  # one of three is too far behind and skips it
     feed = PositionFeed(consoles, 100)

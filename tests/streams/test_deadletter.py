@@ -154,7 +154,7 @@ async def test_a_batch_of_positions_names_each_bad_fix_and_applies_the_rest(serv
         ),
     )
     good = {"responder_id": "DL-BP1", "lon": 106.51, "lat": 29.61, "at": at}
-    reasons = await service.apply_positions(
+    letters = await service.apply_positions(
         [
             (b"DL-BP1", orjson.dumps(good)),
             (b"DL-BP1", b"{not json"),
@@ -162,8 +162,46 @@ async def test_a_batch_of_positions_names_each_bad_fix_and_applies_the_rest(serv
             (b"DL-NOBODY", orjson.dumps({**good, "responder_id": "DL-NOBODY"})),
         ]
     )
-    assert reasons[0] is None
-    assert reasons[1] is not None and "JSON" in reasons[1]
-    assert reasons[2] is not None and "lat" in reasons[2]
-    assert reasons[3] is not None and "unknown responder" in reasons[3]
+    reasons = {letter.index: letter.reason for letter in letters}
+    assert sorted(reasons) == [1, 2, 3] and all(letter.value is None for letter in letters[:2])
+    assert "JSON" in reasons[1]
+    assert "lat" in reasons[2]
+    assert "unknown responder" in reasons[3]
     assert (await service.live.responder("DL-BP1"))["lon"] == "106.51"
+
+
+async def test_a_batch_record_refuses_each_bad_fix_on_its_own_and_applies_the_rest(
+    service: StreamService,
+) -> None:
+    """The position intake sends one record per partition holding many fixes: a bad fix in it
+    is lettered with its index, the problem and its own value; the others are applied."""
+    at = datetime.now(UTC).isoformat()
+    for rid in ("DL-BB1", "DL-BB2"):
+        await service.apply_roster(
+            rid.encode(),
+            orjson.dumps(
+                {"responder_id": rid, "name": "测试", "kind": "police", "org": "所", "on_duty": True}
+            ),
+        )
+    fixes = [
+        {"responder_id": "DL-BB1", "lon": 106.52, "lat": 29.62, "at": at},
+        {"responder_id": "DL-BB2", "lon": 106.53, "lat": "north", "at": at},
+        "not a fix",
+        {"responder_id": "DL-BB2", "lon": 106.54, "lat": 29.64, "at": at, "accuracy_m": 5},
+        {"responder_id": "DL-BB-NOBODY", "lon": 106.5, "lat": 29.6, "at": at},
+    ]
+    letters = await service.apply_positions(
+        [(None, orjson.dumps({"positions": fixes})), (None, orjson.dumps({"positions": "all of them"}))]
+    )
+    by_reason = sorted((letter.index, letter.reason, letter.value) for letter in letters)
+    assert [(i, r.split(":")[0]) for i, r, _ in by_reason] == [
+        (0, "positions.1.lat"),
+        (0, "positions.2"),
+        (0, "responder_id"),
+        (1, "positions"),
+    ]
+    assert orjson.loads(by_reason[0][2] or b"") == fixes[1]  # the letter shows the bad fix itself
+    assert "unknown responder 'DL-BB-NOBODY'" in by_reason[2][1]
+    assert by_reason[3][2] is None and "not an array" in by_reason[3][1]
+    assert (await service.live.responder("DL-BB1"))["lon"] == "106.52"
+    assert (await service.live.responder("DL-BB2"))["lon"] == "106.54"
