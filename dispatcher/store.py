@@ -203,9 +203,28 @@ async def append_events(conn: asyncpg.Connection, events: Sequence[Event]) -> No
     )
 
 
-async def events_of(conn: asyncpg.Connection | asyncpg.Pool, incident_id: str) -> list[asyncpg.Record]:
+async def events_of(
+    conn: asyncpg.Connection | asyncpg.Pool, incident_id: str, after: int = 0, command_id: str | None = None
+) -> list[asyncpg.Record]:
+    """The incident's timeline, or the part after version `after` (on its (incident_id, version)
+    index), or only the events of one command (event ids `<command_id>#n`)."""
+    if command_id is None:
+        return list(
+            await conn.fetch(
+                "SELECT * FROM incident_events WHERE incident_id = $1 AND version > $2 ORDER BY version",
+                incident_id,
+                after,
+            )
+        )
     return list(
-        await conn.fetch("SELECT * FROM incident_events WHERE incident_id = $1 ORDER BY version", incident_id)
+        await conn.fetch(
+            """SELECT * FROM incident_events
+                WHERE incident_id = $1 AND version > $2 AND starts_with(event_id, $3)
+                ORDER BY version""",
+            incident_id,
+            after,
+            f"{command_id}#",
+        )
     )
 
 

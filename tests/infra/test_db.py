@@ -261,6 +261,9 @@ HOT_QUERIES = {
         WHERE created_at >= now() - interval '7 days' AND created_at < now()""",
     "incidents_updated_idx": """SELECT incident_id, version FROM incidents
         WHERE updated_at > now() - make_interval(secs => 120.0)""",
+    # a command's events: the part of the timeline after the version it started from
+    "incident_events_incident_id_version_key": """SELECT * FROM incident_events
+        WHERE incident_id = 'INC-1' AND version > 41 AND starts_with(event_id, 'cmd-1#') ORDER BY version""",
     "tasks_one_active_per_responder": """SELECT DISTINCT responder_id FROM tasks
         WHERE state IN ('offered', 'accepted', 'en_route', 'on_scene')""",
 }
