@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from bench.city import QUICK, format_report, meta, run
+from bench.city import QUICK, format_report, meta, resized, run
 from bench.figures import Figure
 
 
@@ -53,3 +53,12 @@ def test_the_city_benchmark_measures_every_scenario_through_the_public_contracts
 
     table = format_report(meta(["--quick"]), broker_p50, figures, 1, 2)
     assert "raw produce→consume" in table and "p99÷brk" in table and "goals:" in table
+
+
+def test_a_scenario_can_be_taken_apart_by_changing_its_sizes() -> None:
+    size = resized(QUICK, ["steady_rate=5", "steps=10,20,40", "consoles=3"])
+    assert (size.steady_rate, size.steps, size.consoles) == (5.0, (10.0, 20.0, 40.0), 3)
+    assert size.responders == QUICK.responders  # the rest unchanged
+    for bad in ("steady_rate", "nonsense=1", "consoles=many", "steps=1,x"):
+        with pytest.raises(ValueError, match="--set"):
+            resized(QUICK, [bad])
