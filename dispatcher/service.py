@@ -119,9 +119,9 @@ class IncidentService:
     async def _duplicate_of(self, conn: asyncpg.Connection, rec: EnrichedIncident) -> Any:
         lon, lat = rec.location.lon, rec.location.lat
         x0, y0, x1, y1 = bbox_for(lon, lat, MERGE_RADIUS_M)
-        rows = await conn.fetch(
+        rows = await conn.fetch(  # on incidents_open_place_idx: the open incidents near the place
             """SELECT incident_id, source, category, lon, lat, occurred_at, status FROM incidents
-                WHERE lon BETWEEN $1 AND $3 AND lat BETWEEN $2 AND $4 AND incident_id <> $5
+                WHERE point(lon, lat) <@ box(point($1, $2), point($3, $4)) AND incident_id <> $5
                   AND occurred_at BETWEEN $6 AND $7
                   AND status NOT IN ('closed', 'cancelled', 'merged')""",
             x0,
