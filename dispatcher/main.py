@@ -38,7 +38,7 @@ from dispatcher.service import IncidentService, Result
 from dispatcher.store import create_pool
 from infra import eventloop
 from infra.db import ensure_database, migrate
-from infra.faults import BROKER_UNAVAILABLE, TRANSIENT
+from infra.faults import BROKER_UNAVAILABLE, DATABASE_UNAVAILABLE, TRANSIENT
 from infra.settings import Settings
 from streams import livestate, topics
 from streams.deadletter import check_key, dead_letter, decode_object
@@ -253,7 +253,10 @@ class Dispatcher:
             return
         forwards = [m for s in sent for m in s.forwards]
         if forwards:
-            await outbox.mark_sent(self._pool, forwards)
+            try:
+                await outbox.mark_sent(self._pool, forwards)
+            except DATABASE_UNAVAILABLE as exc:  # the relay sends them once more: harmless
+                log.warning("could not mark %d forwards sent: %r", len(forwards), exc)
 
     async def _handle(self, service: IncidentService, record: ConsumerRecord, wait: bool) -> Sent:
         if record.topic == topics.INCIDENTS_COMMANDS:
