@@ -4,9 +4,10 @@ The report is first recorded in PostgreSQL (unique on the source's own id, which
 idempotent), then published to `reports.raw` by an acks=all producer; only then is it
 acknowledged. If it cannot be recorded, intake refuses it (503 with Retry-After) rather than
 acknowledge it. The inbox is reconciled against the incidents: a report recorded but not
-published (the broker was away), or published but not in an incident a while later (the
-broker came back empty, a worker lost it), is published again, with back-off, until the
-dispatcher files it; every stage is idempotent by tracking number, so re-sends are harmless.
+published (the broker was away), or published but lost (the broker came back empty, a worker
+lost it), is published again, with back-off, until the dispatcher files it; every stage is
+idempotent by tracking number, so re-sends are harmless. A report that is merely late behind a
+backlog is not re-sent (`lost_before`): re-sends would add to the backlog.
 
 Group commit: reports that arrive while earlier ones are being recorded wait for the next
 flush and go together, one multi-row INSERT, one batch of sends and one UPDATE for all of them
@@ -86,6 +87,27 @@ class _Unpublished:
     source: str
     payload: dict[str, Any]
     received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LastFiled:
+    """The report the dispatcher filed last: how far the pipeline has got."""
+
+    published_at: datetime | None  # None: filed before the intake noted its publication
+    filed_at: datetime
+
+
+def lost_before(last: LastFiled | None, now: datetime, slack: timedelta) -> datetime:
+    """Published reports not yet filed count as lost when published before this instant.
+
+    The pipeline files reports roughly in the order they were published. If it has filed
+    nothing for `slack` (or ever), it is stalled or its log is gone: every one is lost. Else it
+    is working through reports published around `last.published_at`; those published more than
+    `slack` earlier were overtaken, hence lost. The rest are late and are left alone (`slack`
+    allows for partitions that lag one another)."""
+    if last is None or last.filed_at < now - slack:
+        return now
+    return (last.published_at or last.filed_at) - slack
 
 
 class IntakeService:
@@ -265,17 +287,21 @@ class IntakeService:
     async def reconcile(self, redeliver_after_s: float, max_attempts: int, limit: int = 500) -> int:
         """Publish again every acknowledged report that is not in an incident yet: never
         published (first after a short grace, which the request publishing it may still be in),
-        or published longer ago than its back-off (redeliver_after_s, doubling per attempt).
-        Rows are locked while sent, so several console servers never send one twice at once."""
+        or published longer ago than its back-off (redeliver_after_s, doubling per attempt) and
+        lost (`lost_before`, with redeliver_after_s as the slack). Rows are locked while sent, so
+        several console servers never send one twice at once."""
         async with self._pool.acquire() as conn, conn.transaction():
+            now, last = await _progress(conn)
             rows = await conn.fetch(
                 f"""SELECT tracking_no, source, payload, received_at, attempts FROM reports
                      WHERE incident_id IS NULL AND {redelivery_due("published_at", "received_at")}
+                       AND (published_at IS NULL OR published_at < $5)
                      ORDER BY received_at LIMIT $4 FOR UPDATE SKIP LOCKED""",
                 UNPUBLISHED_GRACE_S,
                 float(redeliver_after_s),
                 max_attempts,
                 limit,
+                lost_before(last, now, timedelta(seconds=redeliver_after_s)),
             )
             if not rows:
                 return 0
@@ -315,3 +341,17 @@ class IntakeService:
         except Exception as exc:
             raise NotDurable(f"event backbone unavailable: {exc}") from exc
         return len(batch.positions)
+
+
+async def _progress(conn: asyncpg.Connection) -> tuple[datetime, LastFiled | None]:
+    """The database's clock and the last filing (one index probe)."""
+    row = await conn.fetchrow(
+        """SELECT now() AS now, last.published_at, last.filed_at
+             FROM (SELECT 1) one LEFT JOIN LATERAL (
+                  SELECT published_at, filed_at FROM reports WHERE filed_at IS NOT NULL
+                   ORDER BY filed_at DESC LIMIT 1) last ON true"""
+    )
+    assert row is not None
+    if row["filed_at"] is None:
+        return row["now"], None
+    return row["now"], LastFiled(row["published_at"], row["filed_at"])

@@ -9,27 +9,26 @@ from dispatcher.geo import haversine_m
 from dispatcher.plan import PlanBook
 from dispatcher.recommend import Available, recommend
 from dispatcher.responder import KINDS, eta_seconds
-from streams.livestate import LiveState
+from streams.livestate import Candidates, LiveState
 
-_FIELDS = ("name", "org", "grid_id", "skills")
+_FIELDS = ("name", "org", "grid_id", "skills", "on_duty", "status", "lon", "lat")
 
 
-async def available_near(
-    live: LiveState, lon: float, lat: float, grid_id: str | None, radius_m: float, per_kind: int
-) -> list[Available]:
-    """The `per_kind` nearest available responders of each kind, nearest first."""
+def _skills(raw: str | None) -> frozenset[str]:
+    return frozenset(s for s in (raw or "").split(",") if s)
+
+
+def _available(found: Candidates, grid_id: str | None) -> list[Available]:
     out: list[Available] = []
     for kind in KINDS:
-        near = await live.nearest(kind, lon, lat, radius_m, per_kind)
-        rows = await live.responders([n.responder_id for n in near], _FIELDS)
-        for n, (name, org, grid, skills) in zip(near, rows, strict=True):
+        for n, (name, org, grid, skills, *_) in found.nearest.get(kind, []):
             out.append(
                 Available(
                     responder_id=n.responder_id,
                     name=name or n.responder_id,
                     kind=kind,
                     org=org or "",
-                    skills=frozenset(s for s in (skills or "").split(",") if s),
+                    skills=_skills(skills),
                     distance_m=round(n.distance_m, 1),
                     eta_s=eta_seconds(kind, n.distance_m),
                     own_grid=kind == "grid_worker" and bool(grid_id) and grid == grid_id,
@@ -38,17 +37,9 @@ async def available_near(
     return out
 
 
-async def own_grid_workers(
-    live: LiveState, lon: float, lat: float, grid_id: str | None, *, any_status: bool = False
-) -> list[Available]:
-    """The incident grid's own grid workers on duty and located (for verification); only the
-    available ones unless `any_status` (the caller then checks who is busy elsewhere)."""
-    if not grid_id:
-        return []
-    ids = await live.grid_workers(grid_id)
-    rows = await live.responders(ids, ("name", "org", "skills", "on_duty", "status", "lon", "lat"))
-    out = []
-    for rid, (name, org, skills, on_duty, status, r_lon, r_lat) in zip(ids, rows, strict=True):
+def _own(found: Candidates, lon: float, lat: float, any_status: bool) -> list[Available]:
+    out: list[Available] = []
+    for rid, (name, org, _, skills, on_duty, status, r_lon, r_lat) in found.grid_workers:
         if on_duty != "1" or (status != "available" and not any_status) or r_lon is None or r_lat is None:
             continue
         d = haversine_m(lon, lat, float(r_lon), float(r_lat))
@@ -58,13 +49,42 @@ async def own_grid_workers(
                 name or rid,
                 "grid_worker",
                 org or "",
-                frozenset((skills or "").split(",")) - {""},
+                _skills(skills),
                 round(d, 1),
                 eta_seconds("grid_worker", d),
                 True,
             )
         )
     return out
+
+
+async def candidates_near(
+    live: LiveState, lon: float, lat: float, grid_id: str | None, radius_m: float, per_kind: int
+) -> tuple[list[Available], list[Available]]:
+    """In one Redis round trip: the `per_kind` nearest available responders of each kind
+    (nearest first), and the incident grid's own grid workers on duty and located, whatever
+    their status (the caller checks who is busy elsewhere)."""
+    found = await live.candidates(KINDS, lon, lat, radius_m, per_kind, grid_id, _FIELDS)
+    return _available(found, grid_id), _own(found, lon, lat, any_status=True)
+
+
+async def available_near(
+    live: LiveState, lon: float, lat: float, grid_id: str | None, radius_m: float, per_kind: int
+) -> list[Available]:
+    """The `per_kind` nearest available responders of each kind, nearest first."""
+    found = await live.candidates(KINDS, lon, lat, radius_m, per_kind, None, _FIELDS)
+    return _available(found, grid_id)
+
+
+async def own_grid_workers(
+    live: LiveState, lon: float, lat: float, grid_id: str | None, *, any_status: bool = False
+) -> list[Available]:
+    """The incident grid's own grid workers on duty and located (for verification); only the
+    available ones unless `any_status` (the caller then checks who is busy elsewhere)."""
+    if not grid_id:
+        return []
+    found = await live.candidates((), lon, lat, 0.0, 0, grid_id, _FIELDS)
+    return _own(found, lon, lat, any_status)
 
 
 async def live_recommendation(

@@ -31,7 +31,7 @@ from dispatcher.case import (
 )
 from dispatcher.clock import statutory_limit
 from dispatcher.lifecycle import Action, Command, IllegalTransition, transition
-from dispatcher.live import available_near, own_grid_workers
+from dispatcher.live import candidates_near
 from dispatcher.livekeeper import sync_statuses
 from dispatcher.merge import Sighting, bbox_for, find_duplicate
 from dispatcher.plan import PlanBook
@@ -237,17 +237,29 @@ class IncidentService:
             "SELECT lon, lat FROM incidents WHERE incident_id = $1", case.incident.incident_id
         )
         assert row is not None
-        candidates = await available_near(
+        candidates, own = await candidates_near(
             self._live, row["lon"], row["lat"], case.grid_id, self._radius_m, self._per_kind
         )
-        own = await own_grid_workers(self._live, row["lon"], row["lat"], case.grid_id, any_status=True)
-        busy = await self._busy(conn, [c.responder_id for c in candidates])
-        elsewhere = await self._busy(conn, [c.responder_id for c in own], besides=case.incident.incident_id)
+        busy = await self._active_tasks(conn, [c.responder_id for c in candidates + own])
+        here = case.incident.incident_id
         return Context(
             plan,
             [c for c in candidates if c.responder_id not in busy],
-            [c for c in own if c.responder_id not in elsewhere],
+            [c for c in own if not busy.get(c.responder_id, set()) - {here}],
         )
+
+    async def _active_tasks(self, conn: asyncpg.Connection, ids: list[str]) -> dict[str, set[str]]:
+        """For each responder with an active task in the system of record, the incidents of
+        those tasks (live state may lag a crash); one query for candidates and grid workers."""
+        rows = await conn.fetch(
+            """SELECT responder_id, incident_id FROM tasks WHERE responder_id = ANY($1::text[])
+                AND state IN ('offered', 'accepted', 'en_route', 'on_scene')""",
+            ids,
+        )
+        out: dict[str, set[str]] = {}
+        for r in rows:
+            out.setdefault(r["responder_id"], set()).add(r["incident_id"])
+        return out
 
     async def _busy(self, conn: asyncpg.Connection, ids: list[str], besides: str = "") -> set[str]:
         """Responders with an active task (on another incident than `besides`) in the system of

@@ -177,7 +177,8 @@ async def insert_incident(conn: asyncpg.Connection, rec: EnrichedIncident, state
         rec.tracking_no,
     )
     await conn.execute(
-        "UPDATE reports SET incident_id = $1 WHERE tracking_no = $2 AND incident_id IS NULL",
+        """UPDATE reports SET incident_id = $1, filed_at = now()
+            WHERE tracking_no = $2 AND incident_id IS NULL""",
         rec.incident_id,
         rec.tracking_no,
     )

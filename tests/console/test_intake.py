@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from console.intake import IntakeService, NotDurable, UnknownReference
+from console.intake import IntakeService, LastFiled, NotDurable, UnknownReference, lost_before
 from infra.kafka_admin import create_topics
 from infra.settings import Settings
 from streams import topics
@@ -24,6 +26,29 @@ async def producer(broker: str) -> AsyncIterator[AIOKafkaProducer]:
     await prod.start()
     yield prod
     await prod.stop()
+
+
+@asynccontextmanager
+async def last_filing(pool: asyncpg.Pool) -> AsyncIterator[str]:
+    """A report filed "tomorrow", so that it is the pipeline's last filing whatever else this
+    session filed; the test sets its published_at (how far the pipeline has got). Taken out
+    after, so it skews no later test."""
+    rid = f"SSP-{uuid.uuid4().hex[:8]}"
+    tracking_no = f"T-{rid}"
+    await pool.execute(
+        """INSERT INTO reports (tracking_no, source, source_id, payload, published_at, incident_id, filed_at)
+           VALUES ($1, 'app', $2, '{}'::jsonb, now(), 'INC-' || $1, now() + interval '1 day')""",
+        tracking_no,
+        rid,
+    )
+    try:
+        yield tracking_no
+    finally:
+        await pool.execute("DELETE FROM reports WHERE tracking_no = $1", tracking_no)
+
+
+async def sends(pool: asyncpg.Pool, tracking_no: str) -> int:
+    return int(await pool.fetchval("SELECT attempts FROM reports WHERE tracking_no = $1", tracking_no))
 
 
 def report(report_id: str) -> AppReport:
@@ -113,6 +138,15 @@ async def test_an_acknowledged_report_not_in_an_incident_is_published_again_with
 ) -> None:
     """A broker that comes back empty loses published reports: the inbox sends them again
     until the dispatcher files them, doubling the wait each time, and stops after the cap."""
+    async with last_filing(pool) as last:
+        # the pipeline has since filed reports published long after these: they were lost
+        await pool.execute(
+            "UPDATE reports SET published_at = now() + interval '1 day' WHERE tracking_no = $1", last
+        )
+        await _back_off(pool, producer, broker)
+
+
+async def _back_off(pool: asyncpg.Pool, producer: AIOKafkaProducer, broker: str) -> None:
     intake = IntakeService(pool, producer)
     lost = await intake.accept("app", report(f"SSP-{uuid.uuid4().hex[:8]}"))
     filed = await intake.accept("app", report(f"SSP-{uuid.uuid4().hex[:8]}"))
@@ -153,6 +187,50 @@ async def test_an_acknowledged_report_not_in_an_incident_is_published_again_with
     assert (await attempts())[lost.tracking_no] == 3  # the cap: an alert, no endless re-sends
     assert len(await raw_records(broker, lost.tracking_no)) == 3
     assert len(await raw_records(broker, filed.tracking_no)) == 1
+
+
+async def test_a_report_late_behind_a_backlog_is_not_sent_again_until_overtaken(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, broker: str
+) -> None:
+    """Under a backlog every report is late; re-sending them all adds to the backlog. A due
+    report is re-sent only once the pipeline has filed reports published well after it."""
+    intake = IntakeService(pool, producer)
+    late = await intake.accept("app", report(f"SSP-{uuid.uuid4().hex[:8]}"))
+    await pool.execute(
+        "UPDATE reports SET published_at = now() - interval '15 seconds' WHERE tracking_no = $1",
+        late.tracking_no,
+    )
+    async with last_filing(pool) as last:
+        # the pipeline is filing reports published 20 s before ours: ours is late, not lost
+        await pool.execute(
+            """UPDATE reports SET published_at = now() - interval '35 seconds'
+                WHERE tracking_no = $1""",
+            last,
+        )
+        await intake.reconcile(redeliver_after_s=10, max_attempts=8)
+        assert await sends(pool, late.tracking_no) == 1
+        # it has filed one published 11 s after ours (past the 10 s slack): ours was lost
+        await pool.execute(
+            """UPDATE reports SET published_at = now() - interval '4 seconds'
+                WHERE tracking_no = $1""",
+            last,
+        )
+        assert await intake.reconcile(redeliver_after_s=10, max_attempts=8) >= 1
+        assert await sends(pool, late.tracking_no) == 2
+    assert len(await raw_records(broker, late.tracking_no)) == 2
+
+
+def test_lost_before_tells_a_lost_report_from_a_late_one() -> None:
+    now = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    slack = timedelta(seconds=10)
+    # nothing ever filed, or nothing for longer than the slack: stalled, or the log is gone
+    assert lost_before(None, now, slack) == now
+    assert lost_before(LastFiled(now - timedelta(seconds=30), now - timedelta(seconds=11)), now, slack) == now
+    # filing, 30 s behind: reports published before (30 + 10) s ago were overtaken
+    behind = LastFiled(now - timedelta(seconds=30), now - timedelta(seconds=1))
+    assert lost_before(behind, now, slack) == now - timedelta(seconds=40)
+    # filed before the intake noted its publication (a fast pipeline): its filing time stands in
+    assert lost_before(LastFiled(None, now), now, slack) == now - slack
 
 
 async def test_intake_refuses_rather_than_acknowledges_when_the_database_is_away(

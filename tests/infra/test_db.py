@@ -270,6 +270,9 @@ HOT_QUERIES = {
         WHERE incident_id = 'INC-1' AND version > 41 AND starts_with(event_id, 'cmd-1#') ORDER BY version""",
     "tasks_one_active_per_responder": """SELECT DISTINCT responder_id FROM tasks
         WHERE state IN ('offered', 'accepted', 'en_route', 'on_scene')""",
+    # the intake's reconciler: how far the pipeline has got (its last filing)
+    "reports_filed_at_idx": """SELECT published_at, filed_at FROM reports WHERE filed_at IS NOT NULL
+        ORDER BY filed_at DESC LIMIT 1""",
 }
 
 
