@@ -32,6 +32,21 @@ from dispatcher.lifecycle import Incident, IncidentState
 from dispatcher.store import append_events
 from dispatcher.task import STATE_LABELS as TASK_LABELS
 from dispatcher.task import Task, TaskKind, TaskState
+from streams.records import EnrichedIncident
+
+
+def new_case(rec: EnrichedIncident, incident: Incident) -> Case:
+    """The case of an incident just inserted (`store.insert_incident`), as `load_case` would
+    read it back: no tasks, no clocks, round 0. Filing builds it instead of reading three
+    tables it has just written (the dispatcher's hot path, BENCHMARKS.md)."""
+    return Case(
+        incident=incident,
+        version=incident.version,
+        category=rec.category,
+        severity=rec.severity,
+        source=rec.source,
+        grid_id=rec.location.grid_id,
+    )
 
 
 async def load_case(conn: asyncpg.Connection, incident_id: str) -> Case | None:

@@ -92,8 +92,7 @@ class IncidentService:
             decision = transition(None, cmd)
             await store.insert_incident(conn, rec, decision.incident)
             await store.append_events(conn, decision.events)
-            case = await casestore.load_case(conn, rec.incident_id)
-            assert case is not None
+            case = casestore.new_case(rec, decision.incident)
             plan = self._plans.plan_for(rec.category, rec.severity)
             case, effects = start_case(
                 case, plan, statutory_limit(rec.source, rec.time_limit), rec.enriched_at

@@ -10,8 +10,10 @@ from typing import Any
 import asyncpg
 import pytest
 
+from dispatcher import casestore, store
+from dispatcher.lifecycle import Action, Command, transition
 from dispatcher.plan import load_plans
-from dispatcher.service import IncidentService
+from dispatcher.service import SYSTEM_ACTOR, IncidentService
 from streams.records import EnrichedIncident
 
 
@@ -66,6 +68,24 @@ async def test_a_replayed_enrichment_changes_nothing_and_republishes_the_same_ev
     replay = (await service.file(rec)).messages
     assert await snapshot(pool, rec.incident_id) == before
     assert [(m["event_id"], m["version"]) for m in replay] == [(m["event_id"], m["version"]) for m in first]
+
+
+async def test_a_new_case_is_built_as_it_would_be_read_back(pool: asyncpg.Pool) -> None:
+    """Filing builds the case of the incident it inserts instead of reading it back."""
+    rec = enriched(f"A-{uuid.uuid4().hex[:8]}")
+    rec = rec.model_copy(update={"location": rec.location.model_copy(update={"grid_id": "GRID-X"})})
+    cmd = Command(Action.FILE, rec.incident_id, f"{rec.incident_id}:filed", SYSTEM_ACTOR, rec.enriched_at)
+    decision = transition(None, cmd)
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            await store.insert_incident(conn, rec, decision.incident)
+            assert casestore.new_case(rec, decision.incident) == await casestore.load_case(
+                conn, rec.incident_id
+            )
+        finally:
+            await tx.rollback()
 
 
 async def test_a_second_enrichment_of_a_filed_incident_files_nothing(pool: asyncpg.Pool) -> None:
