@@ -929,6 +929,18 @@ async def unfiled_reports(settings: Settings) -> int:
         await conn.close()
 
 
+async def sent_again(settings: Settings) -> tuple[int, int]:
+    """How many times the intake published reports again (beyond the first), and of how many
+    reports: re-sends add load, so an overloaded stack must not re-send what is merely late."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        row = await conn.fetchrow("SELECT coalesce(sum(greatest(attempts - 1, 0)), 0), count(*) FROM reports")
+        assert row is not None
+        return int(row[0]), int(row[1])
+    finally:
+        await conn.close()
+
+
 def _on_a_stack(
     size: Size, scenarios: Sequence[str], workers: int, partitions: int, measure: bool
 ) -> tuple[float | None, list[Figure], list[str]]:
@@ -967,6 +979,17 @@ def _on_a_stack(
         if "throughput" in ran:
             figures += _survive("throughput", lambda: asyncio.run(throughput(settings, target, size, procs)))
         after = "+".join(ran)
+        again, reports = asyncio.run(sent_again(settings))
+        figures.append(
+            Figure.of_value(
+                "stack",
+                f"reports sent again after {after}",
+                again,
+                "sends",
+                n=reports,
+                note="by the intake's reconciler: lost ones only, not those late behind a backlog",
+            )
+        )
         figures += [
             Figure.of_value("stack", f"RSS {p.name} after {after}", p.rss_mib(), "MiB") for p in procs
         ]

@@ -30,7 +30,7 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from dispatcher.outbox import give_up_on, redelivery_due
+from dispatcher.outbox import give_up_on, lost_before, progress, redelivery_due
 from infra.faults import DATABASE_UNAVAILABLE
 from streams import topics
 from streams.fixes import send_fixes
@@ -87,27 +87,6 @@ class _Unpublished:
     source: str
     payload: dict[str, Any]
     received_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class LastFiled:
-    """The report the dispatcher filed last: how far the pipeline has got."""
-
-    published_at: datetime | None  # None: filed before the intake noted its publication
-    filed_at: datetime
-
-
-def lost_before(last: LastFiled | None, now: datetime, slack: timedelta) -> datetime:
-    """Published reports not yet filed count as lost when published before this instant.
-
-    The pipeline files reports roughly in the order they were published. If it has filed
-    nothing for `slack` (or ever), it is stalled or its log is gone: every one is lost. Else it
-    is working through reports published around `last.published_at`; those published more than
-    `slack` earlier were overtaken, hence lost. The rest are late and are left alone (`slack`
-    allows for partitions that lag one another)."""
-    if last is None or last.filed_at < now - slack:
-        return now
-    return (last.published_at or last.filed_at) - slack
 
 
 class IntakeService:
@@ -291,7 +270,7 @@ class IntakeService:
         lost (`lost_before`, with redeliver_after_s as the slack). Rows are locked while sent, so
         several console servers never send one twice at once."""
         async with self._pool.acquire() as conn, conn.transaction():
-            now, last = await _progress(conn)
+            now, last = await progress(conn, "reports")
             rows = await conn.fetch(
                 f"""SELECT tracking_no, source, payload, received_at, attempts FROM reports
                      WHERE incident_id IS NULL AND {redelivery_due("published_at", "received_at")}
@@ -341,17 +320,3 @@ class IntakeService:
         except Exception as exc:
             raise NotDurable(f"event backbone unavailable: {exc}") from exc
         return len(batch.positions)
-
-
-async def _progress(conn: asyncpg.Connection) -> tuple[datetime, LastFiled | None]:
-    """The database's clock and the last filing (one index probe)."""
-    row = await conn.fetchrow(
-        """SELECT now() AS now, last.published_at, last.filed_at
-             FROM (SELECT 1) one LEFT JOIN LATERAL (
-                  SELECT published_at, filed_at FROM reports WHERE filed_at IS NOT NULL
-                   ORDER BY filed_at DESC LIMIT 1) last ON true"""
-    )
-    assert row is not None
-    if row["filed_at"] is None:
-        return row["now"], None
-    return row["now"], LastFiled(row["published_at"], row["filed_at"])

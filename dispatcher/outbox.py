@@ -5,7 +5,8 @@ the other incident, a due timer) or before an operator's command is acknowledged
 at once, and published again with back-off until the dispatcher confirms it applied the
 command (it marks the row done in the transaction that applies it). A broker that comes back
 empty, or a crash between commit and publish, therefore delays a command but never loses it;
-the command id makes every re-send change nothing.
+the command id makes every re-send change nothing. A message merely late behind a backlog is
+not sent again (`lost_before`): under load, re-sends were most of what the dispatcher read.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final
 
 import asyncpg
 import orjson
@@ -80,6 +83,50 @@ def redelivery_due(sent_column: str, created_column: str) -> str:
           OR {sent_column} < now() - make_interval(secs => $2 * power(2, least(attempts - 1, 6))))"""
 
 
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """The message its consumer confirmed last (an outbox command applied, an inbox report
+    filed): how far the pipeline has got."""
+
+    sent_at: datetime | None  # None: confirmed before its sender noted the send
+    done_at: datetime
+
+
+def lost_before(last: Progress | None, now: datetime, slack: timedelta) -> datetime:
+    """Messages sent and not yet confirmed count as lost when sent before this instant.
+
+    The pipeline confirms messages roughly in the order they were sent. If it has confirmed
+    nothing for `slack` (or ever), it is stalled or its log is gone: every one is lost. Else it
+    is working through messages sent around `last.sent_at`; those sent more than `slack`
+    earlier were overtaken, hence lost. The rest are late and are left alone: re-sending them
+    would add to the backlog that makes them late (`slack` allows for partitions that lag one
+    another)."""
+    if last is None or last.done_at < now - slack:
+        return now
+    return (last.sent_at or last.done_at) - slack
+
+
+_PROGRESS: Final = {
+    "outbox": ("sent_at", "done_at"),
+    "reports": ("published_at", "filed_at"),
+}
+
+
+async def progress(conn: asyncpg.Connection, table: str) -> tuple[datetime, Progress | None]:
+    """The database's clock and the last confirmation in `table` (one index probe)."""
+    sent, done = _PROGRESS[table]
+    row = await conn.fetchrow(
+        f"""SELECT now() AS now, last.sent_at, last.done_at
+              FROM (SELECT 1) one LEFT JOIN LATERAL (
+                   SELECT {sent} AS sent_at, {done} AS done_at FROM {table} WHERE {done} IS NOT NULL
+                    ORDER BY {done} DESC LIMIT 1) last ON true"""
+    )
+    assert row is not None
+    if row["done_at"] is None:
+        return row["now"], None
+    return row["now"], Progress(row["sent_at"], row["done_at"])
+
+
 def give_up_on(sent: Sequence[tuple[str, int]], max_attempts: int, what: str) -> None:
     """Stop re-sending loudly: an operator must look (the dead-letter topic says why)."""
     for message_id, attempts in sent:
@@ -90,18 +137,23 @@ def give_up_on(sent: Sequence[tuple[str, int]], max_attempts: int, what: str) ->
 async def relay_once(
     pool: asyncpg.Pool, publish: Publish, redeliver_after_s: float, max_attempts: int, limit: int = 500
 ) -> int:
-    """Publish every message not yet confirmed whose last send is older than its back-off
-    (redeliver_after_s doubling per attempt); give up loudly after max_attempts. Several
-    dispatchers may run this: rows are locked while they are sent, so each goes out once."""
+    """Publish every message not yet confirmed: never sent (after a grace its writer may still
+    be sending it in), or last sent longer ago than its back-off (redeliver_after_s doubling
+    per attempt) and lost (`lost_before`, with redeliver_after_s as the slack); give up loudly
+    after max_attempts. Several dispatchers may run this: rows are locked while they are sent,
+    so each goes out once."""
     async with pool.acquire() as conn, conn.transaction():
+        now, last = await progress(conn, "outbox")
         rows = await conn.fetch(
             f"""SELECT message_id, topic, key, value, attempts FROM outbox
                  WHERE done_at IS NULL AND {redelivery_due("sent_at", "created_at")}
+                   AND (sent_at IS NULL OR sent_at < $5)
                  ORDER BY created_at LIMIT $4 FOR UPDATE SKIP LOCKED""",
             FIRST_SEND_GRACE_S,
             float(redeliver_after_s),
             max_attempts,
             limit,
+            lost_before(last, now, timedelta(seconds=redeliver_after_s)),
         )
         if not rows:
             return 0
@@ -124,11 +176,14 @@ async def prune(pool: asyncpg.Pool) -> int:
 
 __all__ = [
     "Message",
+    "Progress",
     "command_message",
     "confirm",
     "enqueue",
     "give_up_on",
+    "lost_before",
     "mark_sent",
+    "progress",
     "prune",
     "redelivery_due",
     "relay_once",

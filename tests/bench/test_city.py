@@ -51,6 +51,10 @@ def test_the_city_benchmark_measures_every_scenario_through_the_public_contracts
     held = got[("throughput", f"held {QUICK.hold_s:g} s")]
     assert held.n == max(QUICK.steps) * QUICK.hold_s and "0 lost, 0 refused" in held.note
 
+    # nothing was lost, so the intake's reconciler sent nothing again
+    again = [f for f in figures if f.name.startswith("reports sent again after")]
+    assert len(again) == 1 and again[0].n > 0 and again[0].value == 0, again
+
     table = format_report(meta(["--quick"]), broker_p50, figures, 1, 2)
     assert "raw produce→consume" in table and "p99÷brk" in table and "goals:" in table
 

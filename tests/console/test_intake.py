@@ -5,14 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from console.intake import IntakeService, LastFiled, NotDurable, UnknownReference, lost_before
+from console.intake import IntakeService, NotDurable, UnknownReference
 from infra.kafka_admin import create_topics
 from infra.settings import Settings
 from streams import topics
@@ -218,19 +217,6 @@ async def test_a_report_late_behind_a_backlog_is_not_sent_again_until_overtaken(
         assert await intake.reconcile(redeliver_after_s=10, max_attempts=8) >= 1
         assert await sends(pool, late.tracking_no) == 2
     assert len(await raw_records(broker, late.tracking_no)) == 2
-
-
-def test_lost_before_tells_a_lost_report_from_a_late_one() -> None:
-    now = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
-    slack = timedelta(seconds=10)
-    # nothing ever filed, or nothing for longer than the slack: stalled, or the log is gone
-    assert lost_before(None, now, slack) == now
-    assert lost_before(LastFiled(now - timedelta(seconds=30), now - timedelta(seconds=11)), now, slack) == now
-    # filing, 30 s behind: reports published before (30 + 10) s ago were overtaken
-    behind = LastFiled(now - timedelta(seconds=30), now - timedelta(seconds=1))
-    assert lost_before(behind, now, slack) == now - timedelta(seconds=40)
-    # filed before the intake noted its publication (a fast pipeline): its filing time stands in
-    assert lost_before(LastFiled(None, now), now, slack) == now - slack
 
 
 async def test_intake_refuses_rather_than_acknowledges_when_the_database_is_away(

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -39,6 +40,23 @@ def command(incident_id: str) -> CaseCommand:
     )
 
 
+@asynccontextmanager
+async def last_confirmed(pool: asyncpg.Pool, sent: str = "now() + interval '1 day'") -> AsyncIterator[str]:
+    """A message confirmed "tomorrow", so that it is the dispatcher's last confirmation whatever
+    else this session confirmed; `sent` (SQL) says how far the dispatcher has got. By default
+    it has got past everything: unconfirmed messages due a re-send were lost. Taken out after."""
+    message_id = f"LAST-{uuid.uuid4().hex}"
+    await pool.execute(
+        f"""INSERT INTO outbox (message_id, topic, key, value, sent_at, attempts, done_at)
+            VALUES ($1, 'incidents.commands', 'k', '\\x00', {sent}, 1, now() + interval '1 day')""",
+        message_id,
+    )
+    try:
+        yield message_id
+    finally:
+        await pool.execute("DELETE FROM outbox WHERE message_id = $1", message_id)
+
+
 async def age(pool: asyncpg.Pool, message_id: str, seconds: float) -> None:
     await pool.execute(
         """UPDATE outbox SET created_at = created_at - make_interval(secs => $2),
@@ -48,7 +66,14 @@ async def age(pool: asyncpg.Pool, message_id: str, seconds: float) -> None:
     )
 
 
-async def test_a_message_is_resent_with_back_off_until_confirmed(pool: asyncpg.Pool) -> None:
+@pytest.fixture
+async def overtaken(pool: asyncpg.Pool) -> AsyncIterator[None]:
+    """The dispatcher has since confirmed messages sent long after any of the test's."""
+    async with last_confirmed(pool):
+        yield
+
+
+async def test_a_message_is_resent_with_back_off_until_confirmed(pool: asyncpg.Pool, overtaken: None) -> None:
     msg = outbox.command_message(command("INC-OUTBOX-1"))
     await outbox.enqueue(pool, [msg])
     await outbox.enqueue(pool, [msg])  # idempotent
@@ -73,7 +98,7 @@ async def test_a_message_is_resent_with_back_off_until_confirmed(pool: asyncpg.P
     assert await relay() == 0 and broker.sent == [msg.message_id] * 3
 
 
-async def test_two_relays_never_send_one_message_twice_at_once(pool: asyncpg.Pool) -> None:
+async def test_two_relays_never_send_one_message_twice_at_once(pool: asyncpg.Pool, overtaken: None) -> None:
     msgs = [outbox.command_message(command(f"INC-OUTBOX-2-{i}")) for i in range(20)]
     await outbox.enqueue(pool, msgs)
     for m in msgs:
@@ -86,7 +111,9 @@ async def test_two_relays_never_send_one_message_twice_at_once(pool: asyncpg.Poo
     assert sorted(mine) == sorted(m.message_id for m in msgs) and sum(counts) >= len(msgs)
 
 
-async def test_the_relay_gives_up_at_the_cap(pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture) -> None:
+async def test_the_relay_gives_up_at_the_cap(
+    pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture, overtaken: None
+) -> None:
     msg = outbox.command_message(command("INC-OUTBOX-3"))
     await outbox.enqueue(pool, [msg])
     broker = Broker()
@@ -95,6 +122,44 @@ async def test_the_relay_gives_up_at_the_cap(pool: asyncpg.Pool, caplog: pytest.
         await outbox.relay_once(pool, broker.publish, redeliver_after_s=1, max_attempts=2)
     assert broker.sent.count(msg.message_id) == 2
     assert f"{msg.message_id} was sent 2 times and never confirmed" in caplog.text
+
+
+async def test_a_message_late_behind_a_backlog_is_not_sent_again_until_overtaken(pool: asyncpg.Pool) -> None:
+    """Under a backlog every command is late; re-sending them all adds to the backlog. A due
+    message is re-sent only once the dispatcher has confirmed messages sent well after it."""
+    msg = outbox.command_message(command("INC-OUTBOX-4"))
+    await outbox.enqueue(pool, [msg])
+    await outbox.mark_sent(pool, [msg.message_id])
+    await age(pool, msg.message_id, 15)
+    broker = Broker()
+
+    async def relay() -> int:
+        return await outbox.relay_once(pool, broker.publish, redeliver_after_s=10, max_attempts=5)
+
+    # the dispatcher is applying commands sent 20 s before ours: ours is late, not lost
+    async with last_confirmed(pool, "now() - interval '35 seconds'") as last:
+        await relay()
+        assert msg.message_id not in broker.sent
+        # it has applied one sent 11 s after ours (past the 10 s slack): ours was lost
+        await pool.execute(
+            "UPDATE outbox SET sent_at = now() - interval '4 seconds' WHERE message_id = $1", last
+        )
+        await relay()
+        assert broker.sent.count(msg.message_id) == 1
+
+
+def test_lost_before_tells_a_lost_message_from_a_late_one() -> None:
+    now = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    slack = timedelta(seconds=10)
+    # nothing ever confirmed, or nothing for longer than the slack: stalled, or the log is gone
+    assert outbox.lost_before(None, now, slack) == now
+    stalled = outbox.Progress(now - timedelta(seconds=30), now - timedelta(seconds=11))
+    assert outbox.lost_before(stalled, now, slack) == now
+    # confirming, 30 s behind: messages sent before (30 + 10) s ago were overtaken
+    behind = outbox.Progress(now - timedelta(seconds=30), now - timedelta(seconds=1))
+    assert outbox.lost_before(behind, now, slack) == now - timedelta(seconds=40)
+    # confirmed before its sender noted the send (a fast pipeline): the confirmation stands in
+    assert outbox.lost_before(outbox.Progress(None, now), now, slack) == now - slack
 
 
 async def test_applying_a_command_confirms_it_and_queues_its_forwards(pool: asyncpg.Pool) -> None:

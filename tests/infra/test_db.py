@@ -273,6 +273,9 @@ HOT_QUERIES = {
     # the intake's reconciler: how far the pipeline has got (its last filing)
     "reports_filed_at_idx": """SELECT published_at, filed_at FROM reports WHERE filed_at IS NOT NULL
         ORDER BY filed_at DESC LIMIT 1""",
+    # the outbox relay: how far the dispatcher has got (its last confirmation)
+    "outbox_done_at_idx": """SELECT sent_at, done_at FROM outbox WHERE done_at IS NOT NULL
+        ORDER BY done_at DESC LIMIT 1""",
 }
 
 
