@@ -793,8 +793,8 @@ async def throughput(settings: Settings, target: Target, size: Size, procs: list
             n=len(accepted),
             goal="≥ 2,000/s (floor 1,000)",
             met=ok and held >= 2000,
-            note=f"floor 1,000/s {'met' if ok and held >= 1000 else 'NOT met'}; {lost} lost, "
-            f"{len(posts) - len(accepted)} refused",
+            note=f"floor 1,000/s {'met' if ok and held >= 1000 else 'NOT met'}; {lost} not on the console "
+            f"60 s after the hold (accepted and kept: late, not lost), {len(posts) - len(accepted)} refused",
         ),
         Figure.of_value(
             s,

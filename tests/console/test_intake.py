@@ -196,24 +196,29 @@ async def test_a_report_late_behind_a_backlog_is_not_sent_again_until_overtaken(
     intake = IntakeService(pool, producer)
     late = await intake.accept("app", report(f"SSP-{uuid.uuid4().hex[:8]}"))
     await pool.execute(
-        "UPDATE reports SET published_at = now() - interval '15 seconds' WHERE tracking_no = $1",
+        "UPDATE reports SET published_at = now() - interval '75 seconds' WHERE tracking_no = $1",
         late.tracking_no,
     )
+
+    async def pipeline_at(seconds_ago: int) -> None:
+        await pool.execute(
+            """UPDATE reports SET published_at = now() - make_interval(secs => $2)
+                WHERE tracking_no = $1""",
+            last,
+            seconds_ago,
+        )
+
     async with last_filing(pool) as last:
         # the pipeline is filing reports published 20 s before ours: ours is late, not lost
-        await pool.execute(
-            """UPDATE reports SET published_at = now() - interval '35 seconds'
-                WHERE tracking_no = $1""",
-            last,
-        )
+        await pipeline_at(95)
         await intake.reconcile(redeliver_after_s=10, max_attempts=8)
         assert await sends(pool, late.tracking_no) == 1
-        # it has filed one published 11 s after ours (past the 10 s slack): ours was lost
-        await pool.execute(
-            """UPDATE reports SET published_at = now() - interval '4 seconds'
-                WHERE tracking_no = $1""",
-            last,
-        )
+        # it has filed one published 11 s after ours: partitions lag one another, still late
+        await pipeline_at(64)
+        await intake.reconcile(redeliver_after_s=10, max_attempts=8)
+        assert await sends(pool, late.tracking_no) == 1
+        # one published 61 s after ours (past six back-offs): ours was lost
+        await pipeline_at(14)
         assert await intake.reconcile(redeliver_after_s=10, max_attempts=8) >= 1
         assert await sends(pool, late.tracking_no) == 2
     assert len(await raw_records(broker, late.tracking_no)) == 2

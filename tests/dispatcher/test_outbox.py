@@ -130,19 +130,25 @@ async def test_a_message_late_behind_a_backlog_is_not_sent_again_until_overtaken
     msg = outbox.command_message(command("INC-OUTBOX-4"))
     await outbox.enqueue(pool, [msg])
     await outbox.mark_sent(pool, [msg.message_id])
-    await age(pool, msg.message_id, 15)
+    await age(pool, msg.message_id, 75)
     broker = Broker()
 
     async def relay() -> int:
         return await outbox.relay_once(pool, broker.publish, redeliver_after_s=10, max_attempts=5)
 
     # the dispatcher is applying commands sent 20 s before ours: ours is late, not lost
-    async with last_confirmed(pool, "now() - interval '35 seconds'") as last:
+    async with last_confirmed(pool, "now() - interval '95 seconds'") as last:
         await relay()
         assert msg.message_id not in broker.sent
-        # it has applied one sent 11 s after ours (past the 10 s slack): ours was lost
+        # it has applied one sent 11 s after ours: partitions lag one another, still late
         await pool.execute(
-            "UPDATE outbox SET sent_at = now() - interval '4 seconds' WHERE message_id = $1", last
+            "UPDATE outbox SET sent_at = now() - interval '64 seconds' WHERE message_id = $1", last
+        )
+        await relay()
+        assert msg.message_id not in broker.sent
+        # one sent 61 s after ours (past six back-offs): ours was lost
+        await pool.execute(
+            "UPDATE outbox SET sent_at = now() - interval '14 seconds' WHERE message_id = $1", last
         )
         await relay()
         assert broker.sent.count(msg.message_id) == 1
@@ -155,11 +161,11 @@ def test_lost_before_tells_a_lost_message_from_a_late_one() -> None:
     assert outbox.lost_before(None, now, slack) == now
     stalled = outbox.Progress(now - timedelta(seconds=30), now - timedelta(seconds=11))
     assert outbox.lost_before(stalled, now, slack) == now
-    # confirming, 30 s behind: messages sent before (30 + 10) s ago were overtaken
+    # confirming, 30 s behind: messages sent before (30 + 6 × 10) s ago were overtaken
     behind = outbox.Progress(now - timedelta(seconds=30), now - timedelta(seconds=1))
-    assert outbox.lost_before(behind, now, slack) == now - timedelta(seconds=40)
+    assert outbox.lost_before(behind, now, slack) == now - timedelta(seconds=90)
     # confirmed before its sender noted the send (a fast pipeline): the confirmation stands in
-    assert outbox.lost_before(outbox.Progress(None, now), now, slack) == now - slack
+    assert outbox.lost_before(outbox.Progress(None, now), now, slack) == now - 6 * slack
 
 
 async def test_applying_a_command_confirms_it_and_queues_its_forwards(pool: asyncpg.Pool) -> None:
