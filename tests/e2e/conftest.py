@@ -293,6 +293,11 @@ class Console:
         return frame
 
     async def wait_incident(self, incident_id: str, timeout: float = 20.0) -> dict[str, Any]:
+        """The incident as this console first saw it: in its snapshot (filed before the console
+        connected) or in a delta."""
+        for i in self.snapshot:
+            if i["incident_id"] == incident_id:
+                return dict(i)
         for d in self.deltas:
             if d["incident"]["incident_id"] == incident_id:
                 return dict(d["incident"])
