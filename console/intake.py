@@ -266,15 +266,16 @@ class IntakeService:
     async def reconcile(self, redeliver_after_s: float, max_attempts: int, limit: int = 500) -> int:
         """Publish again every acknowledged report that is not in an incident yet: never
         published (first after a short grace, which the request publishing it may still be in),
-        or published longer ago than its back-off (redeliver_after_s, doubling per attempt) and
-        lost (`lost_before`, with redeliver_after_s as the slack). Rows are locked while sent, so
-        several console servers never send one twice at once."""
+        or published longer ago than its back-off (redeliver_after_s, doubling per attempt), and
+        lost (`lost_before`, with redeliver_after_s as the slack; a report never noted as
+        published by when it was received: under load the request may still be publishing it).
+        Rows are locked while sent, so several console servers never send one twice at once."""
         async with self._pool.acquire() as conn, conn.transaction():
             now, last = await progress(conn, "reports")
             rows = await conn.fetch(
                 f"""SELECT tracking_no, source, payload, received_at, attempts FROM reports
                      WHERE incident_id IS NULL AND {redelivery_due("published_at", "received_at")}
-                       AND (published_at IS NULL OR published_at < $5)
+                       AND coalesce(published_at, received_at) < $5
                      ORDER BY received_at LIMIT $4 FOR UPDATE SKIP LOCKED""",
                 UNPUBLISHED_GRACE_S,
                 float(redeliver_after_s),

@@ -139,17 +139,19 @@ def give_up_on(sent: Sequence[tuple[str, int]], max_attempts: int, what: str) ->
 async def relay_once(
     pool: asyncpg.Pool, publish: Publish, redeliver_after_s: float, max_attempts: int, limit: int = 500
 ) -> int:
-    """Publish every message not yet confirmed: never sent (after a grace its writer may still
-    be sending it in), or last sent longer ago than its back-off (redeliver_after_s doubling
-    per attempt) and lost (`lost_before`, with redeliver_after_s as the slack); give up loudly
-    after max_attempts. Several dispatchers may run this: rows are locked while they are sent,
-    so each goes out once."""
+    """Publish every message not yet confirmed and lost (`lost_before`, with redeliver_after_s
+    as the slack): never noted as sent (after a grace its writer may still be sending it in),
+    or last sent longer ago than its back-off (redeliver_after_s doubling per attempt). A writer
+    notes its sends only once its whole fetch is acknowledged, seconds later under load, so a
+    message never noted as sent is judged lost like a sent one, by when it was written. Give up
+    loudly after max_attempts. Several dispatchers may run this: rows are locked while they are
+    sent, so each goes out once."""
     async with pool.acquire() as conn, conn.transaction():
         now, last = await progress(conn, "outbox")
         rows = await conn.fetch(
             f"""SELECT message_id, topic, key, value, attempts FROM outbox
                  WHERE done_at IS NULL AND {redelivery_due("sent_at", "created_at")}
-                   AND (sent_at IS NULL OR sent_at < $5)
+                   AND coalesce(sent_at, created_at) < $5
                  ORDER BY created_at LIMIT $4 FOR UPDATE SKIP LOCKED""",
             FIRST_SEND_GRACE_S,
             float(redeliver_after_s),

@@ -123,7 +123,9 @@ async def test_a_report_that_cannot_be_published_is_refused_then_republished(
     with pytest.raises(NotDurable):
         await IntakeService(pool, dead, publish_timeout_s=2).accept("app", report(rid2))
     await pool.execute(
-        "UPDATE reports SET received_at = received_at - interval '1 minute' WHERE source_id = $1", rid2
+        # received long before anything the pipeline has filed since: never published, so lost
+        "UPDATE reports SET received_at = received_at - interval '10 minutes' WHERE source_id = $1",
+        rid2,
     )
     assert await IntakeService(pool, producer).reconcile(redeliver_after_s=10, max_attempts=8) >= 1
     tracking2 = await pool.fetchval(
