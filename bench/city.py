@@ -84,8 +84,9 @@ class Size:
     fanout_rate: float = 10.0
     fanout_s: float = 30.0
     # from well below the machine's limit, so the highest absorbed rate is found, not just missed
-    steps: tuple[float, ...] = (25, 50, 100, 200, 400, 700, 1000, 1500, 2000, 2500, 3000)
+    steps: tuple[float, ...] = (25, 50, 100, 150, 200, 300, 400, 700, 1000, 1500, 2000, 2500, 3000)
     step_s: float = 15.0
+    drain_s: float = 180.0  # after a step left a backlog: time for it to drain before the next run
     hold_s: float = 60.0
     posters: int = 2
     nearest_sizes: tuple[int, ...] = (1_000, 10_000, 100_000)
@@ -109,6 +110,7 @@ QUICK: Final = Size(
     fanout_s=3,
     steps=(20, 40),
     step_s=3,
+    drain_s=30,
     hold_s=4,
     posters=1,
     nearest_sizes=(200, 1_000),
@@ -118,6 +120,7 @@ QUICK: Final = Size(
     broker_messages=50,
 )
 SCENARIOS: Final = ("fanout", "steady", "throughput", "nearest", "memory")
+FETCH_WAIT_MS: Final = Settings().fetch_max_wait_ms
 
 
 # --------------------------------------------------------------------------------------------
@@ -700,22 +703,53 @@ class Step:
     accepted: int
     refused: int
     behind: int  # accepted but not on the console 5 s after the step
+    drained_s: float | None  # how long those took to arrive after that (None: not within drain_s)
     absorbed: bool
+
+    def note(self) -> str:
+        """Why a step was not absorbed, and how fast its backlog drained with no new reports
+        coming: that rate is about what the pipeline keeps up with."""
+        if self.absorbed:
+            return ""
+        said = f"{self.refused} refused, {self.behind} not on the console 5 s later"
+        if not self.behind:
+            return said
+        if self.drained_s is None:
+            return f"{said}; not all arrived within the drain time"
+        drained = self.behind / max(self.drained_s, 0.1)
+        return f"{said}; they arrived {self.drained_s:.0f} s after that (~{drained:.0f}/s drained)"
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    posts: list[Post]
+    log: ConsoleLog
+    behind: int  # accepted but not on the console `settle_s` after the last post
+    drained_s: float | None  # how long the rest took to arrive after that (None: not within drain_s)
 
 
 async def _run_rate(
-    target: Target, rate: float, duration_s: float, parts: int, settle_s: float
-) -> tuple[list[Post], ConsoleLog]:
+    target: Target, rate: float, duration_s: float, parts: int, settle_s: float, drain_s: float = 0.0
+) -> Run:
     """Reports at `rate` from `parts` poster processes, watched by a console of this process;
-    waits up to `settle_s` after the last post for the last incidents."""
+    waits up to `settle_s` after the last post for the last incidents, then (what is behind is
+    counted) up to `drain_s` more for the rest, so that the next run starts on a drained stack:
+    a run begun behind a backlog measures the backlog, not its own rate."""
     async with ConsoleProbe(target) as probe:
         start_ns = load.now_ns() + int(2e9)
         posters = _posters(target, rate, duration_s, start_ns, uuid.uuid4().hex[:6], parts)
         for d in posters:
             await asyncio.to_thread(d.wait_ready, 120)
         posts = _posts(await _join_all(posters, duration_s + 300))
-        await wait_arrivals({p.incident_id for p in posts if p.incident_id}, settle_s, probe)
-        return posts, probe.log
+        ids = {p.incident_id for p in posts if p.incident_id}
+        await wait_arrivals(ids, settle_s, probe)
+        behind = len(ids - probe.seen)
+        drained_s: float | None = 0.0
+        if behind:
+            t0 = time.monotonic()
+            await wait_arrivals(ids, drain_s, probe)
+            drained_s = time.monotonic() - t0 if ids <= probe.seen else None
+        return Run(posts, probe.log, behind, drained_s)
 
 
 async def throughput(settings: Settings, target: Target, size: Size, procs: list[Proc]) -> list[Figure]:
@@ -724,9 +758,9 @@ async def throughput(settings: Settings, target: Target, size: Size, procs: list
     best: Step | None = None
     for rate in size.steps:
         parts = size.posters if rate > 400 else 1
-        posts, log = await _run_rate(target, rate, size.step_s, parts, 5.0)
+        run = await _run_rate(target, rate, size.step_s, parts, 5.0, size.drain_s)
+        posts, behind = run.posts, run.behind
         accepted = [p for p in posts if p.status == 202]
-        behind = sum(1 for p in accepted if p.incident_id not in log.incidents)
         sent_rate = _rate_of(posts)
         step = Step(
             rate,
@@ -734,6 +768,7 @@ async def throughput(settings: Settings, target: Target, size: Size, procs: list
             len(accepted),
             len(posts) - len(accepted),
             behind,
+            run.drained_s,
             sent_rate >= 0.95 * rate and len(accepted) == len(posts) and behind == 0,
         )
         steps.append(step)
@@ -752,9 +787,7 @@ async def throughput(settings: Settings, target: Target, size: Size, procs: list
             st.sent_rate,
             "/s sent",
             n=st.accepted,
-            note=(
-                f"{st.refused} refused, {st.behind} not on the console 5 s later" if not st.absorbed else ""
-            ),
+            note=st.note(),
         )
         for st in steps
     ]
@@ -776,7 +809,8 @@ async def throughput(settings: Settings, target: Target, size: Size, procs: list
     cpu.start()
     parts = size.posters if best.rate > 400 else 1
     say(f"throughput: holding {best.rate:g}/s for {size.hold_s:g} s")
-    posts, log = await _run_rate(target, best.rate, size.hold_s, parts, 60.0)
+    held_run = await _run_rate(target, best.rate, size.hold_s, parts, 60.0)
+    posts, log = held_run.posts, held_run.log
     cpu.stop()
     accepted = [p for p in posts if p.status == 202]
     lost = sum(1 for p in accepted if p.incident_id not in log.incidents)
@@ -881,12 +915,14 @@ def meta(argv: Sequence[str]) -> Meta:
 
 
 @contextlib.contextmanager
-def _stack(size: Size, workers: int, partitions: int) -> Iterator[Settings]:
-    with bench_stack(workers, partitions) as settings:
+def _stack(size: Size, workers: int, partitions: int, fetch_wait_ms: int) -> Iterator[Settings]:
+    with bench_stack(workers, partitions, overrides={"fetch_max_wait_ms": fetch_wait_ms}) as settings:
         yield settings
 
 
-def run(size: Size, only: Sequence[str], workers: int, partitions: int) -> tuple[float | None, list[Figure]]:
+def run(
+    size: Size, only: Sequence[str], workers: int, partitions: int, fetch_wait_ms: int = FETCH_WAIT_MS
+) -> tuple[float | None, list[Figure]]:
     figures: list[Figure] = []
     broker_p50: float | None = None
     # Fan-out first: steady load leaves thousands of open incidents, and every console connecting
@@ -896,7 +932,9 @@ def run(size: Size, only: Sequence[str], workers: int, partitions: int) -> tuple
     while pending:
         for attempt in (1, 2):
             try:
-                p50, got, left = _on_a_stack(size, pending, workers, partitions, measure=broker_p50 is None)
+                p50, got, left = _on_a_stack(
+                    size, pending, workers, partitions, fetch_wait_ms, measure=broker_p50 is None
+                )
             except Exception as exc:  # a stack that did not come up (its warm-up timed out)
                 say(f"the stack for {'+'.join(pending)} did not come up ({exc!r}), attempt {attempt}")
                 if attempt == 2:
@@ -942,7 +980,7 @@ async def sent_again(settings: Settings) -> tuple[int, int]:
 
 
 def _on_a_stack(
-    size: Size, scenarios: Sequence[str], workers: int, partitions: int, measure: bool
+    size: Size, scenarios: Sequence[str], workers: int, partitions: int, fetch_wait_ms: int, measure: bool
 ) -> tuple[float | None, list[Figure], list[str]]:
     """`scenarios` one after another on a stack of their own (the raw broker round trip first
     when `measure`). Throughput is left over (the third answer) when steady load left a backlog
@@ -950,7 +988,7 @@ def _on_a_stack(
     figures: list[Figure] = []
     left: list[str] = []
     broker_p50: float | None = None
-    with _stack(size, workers, partitions) as settings:
+    with _stack(size, workers, partitions, fetch_wait_ms) as settings:
         target = Target(
             f"http://{settings.http_host}:{settings.http_port}",
             f"ws://{settings.http_host}:{settings.ws_port}",
@@ -1011,7 +1049,12 @@ def _survive(scenario: str, call: Callable[[], list[Figure]]) -> list[Figure]:
 
 
 def format_report(
-    m: Meta, broker_p50: float | None, figures: Sequence[Figure], workers: int, partitions: int
+    m: Meta,
+    broker_p50: float | None,
+    figures: Sequence[Figure],
+    workers: int,
+    partitions: int,
+    fetch_wait_ms: int = FETCH_WAIT_MS,
 ) -> str:
     met = [f for f in figures if f.met is True]
     missed = [f for f in figures if f.met is False]
@@ -1021,7 +1064,8 @@ def format_report(
             f"machine:  {m.machine}",
             f"command:  {m.command}",
             f"stack:    Tansu (in memory), {workers} streams worker(s), {partitions} partitions per topic, "
-            "1 dispatcher, 1 console server; PostgreSQL and Redis of this machine",
+            f"1 dispatcher, 1 console server, fetch_max_wait_ms={fetch_wait_ms}; "
+            "PostgreSQL and Redis of this machine",
             f"baseline: raw broker produce→consume p50 = {broker_p50:.1f} ms"
             if broker_p50
             else "baseline: -",
@@ -1072,6 +1116,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="partitions per topic (default 2: one per streams worker; on two cores every partition "
         "more costs the local broker's polling a tenth of a core, BENCHMARKS.md)",
     )
+    parser.add_argument(
+        "--fetch-wait",
+        type=int,
+        default=FETCH_WAIT_MS,
+        metavar="MS",
+        help=f"every consumer's fetch wait (default {FETCH_WAIT_MS}: Tansu answers a fetch when the wait "
+        "runs out, not when data arrives, so it trades each hop's latency for the broker's CPU)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument(
         "--set",
@@ -1091,7 +1143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     with contextlib.redirect_stdout(sys.stderr):
-        broker_p50, figures = run(size, only, args.workers, args.partitions)
+        broker_p50, figures = run(size, only, args.workers, args.partitions, args.fetch_wait)
     m = meta(argv)
     if args.json:
         print(
@@ -1102,7 +1154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
     else:
-        print(format_report(m, broker_p50, figures, args.workers, args.partitions))
+        print(format_report(m, broker_p50, figures, args.workers, args.partitions, args.fetch_wait))
     return 0
 
 
