@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import zlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -90,6 +91,21 @@ def timer_command(r: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def into_lanes(
+    batches: Mapping[Any, Sequence[ConsumerRecord]], lanes: int
+) -> dict[int, list[ConsumerRecord]]:
+    """One fetch's records in `lanes` lanes by key (the incident id), each lane in fetch order:
+    an incident's enriched record and its commands share a lane, so it has one writer, and
+    different incidents are filed side by side. On a busy machine a filing is a dozen
+    database round trips each waiting to be scheduled; applying one record at a time per
+    partition left the dispatcher waiting, not working (BENCHMARKS.md, fourth run)."""
+    out: dict[int, list[ConsumerRecord]] = defaultdict(list)
+    for _, records in sorted(batches.items(), key=lambda item: (item[0].topic, item[0].partition)):
+        for record in records:
+            out[zlib.crc32(record.key or b"") % max(lanes, 1)].append(record)
+    return out
+
+
 class Dispatcher:
     """Owns the consumer, producer and pool; `run` until `stop` is called."""
 
@@ -107,7 +123,10 @@ class Dispatcher:
 
     async def start(self) -> None:
         await ensure_database(self.settings.database_url)
-        self._pool = await create_pool(self.settings.database_url)
+        # a connection per lane, and the timers, the relay and the live keeper beside them
+        self._pool = await create_pool(
+            self.settings.database_url, max_size=max(10, self.settings.dispatcher_lanes + 4)
+        )
         async with self._pool.acquire() as conn:
             await migrate(conn)
         self._producer = make_producer(self.settings)
@@ -231,9 +250,7 @@ class Dispatcher:
         """Apply one fetch's records, a lane per partition number, then wait for every send.
         If the broker fails some of them, each record is applied again and its events sent
         again one at a time (a replay changes nothing and answers with the same events)."""
-        lanes: dict[int, list[ConsumerRecord]] = defaultdict(list)
-        for tp, records in batches.items():
-            lanes[tp.partition].extend(records)
+        lanes = into_lanes(batches, self.settings.dispatcher_lanes)
 
         async def lane(records: list[ConsumerRecord]) -> list[Sent]:
             return [await self._handle(service, record, wait=False) for record in records]

@@ -156,3 +156,26 @@ def bbox_for(lon: float, lat: float, radius_m: float) -> tuple[float, float, flo
     if min_lon < -180 or max_lon > 180:
         return (-180.0, min_lat, 180.0, max_lat)
     return (min_lon, min_lat, max_lon, max_lat)
+
+
+CELL_DEG: Final = 0.01  # ~1.1 km by ~0.9 km here: a 300-m merge circle touches one to four
+WHOLE_WORLD_CELL: Final = -(2**31)  # one cell for circles too wide to count cells for (poles, huge radii)
+_MAX_CELLS: Final = 16
+
+
+def merge_cells(lon: float, lat: float, radius_m: float) -> tuple[int, ...]:
+    """Ids (int32, ascending) of the grid cells the merge box around a place touches.
+
+    Two filings that could merge (within `radius_m`) always share a cell: the later one's place
+    lies in the earlier one's box, so its own cell is in both sets. The dispatcher files each
+    incident holding a lock on every cell of its set (taken in this order, so two filings never
+    wait on each other in a cycle), which makes filings that could merge go one after the
+    other: the later one's duplicate check sees the earlier one, however the records were
+    spread over partitions and lanes."""
+    x0, y0, x1, y1 = bbox_for(lon, lat, radius_m)
+    cx0, cx1 = math.floor(x0 / CELL_DEG), math.floor(x1 / CELL_DEG)
+    cy0, cy1 = math.floor(y0 / CELL_DEG), math.floor(y1 / CELL_DEG)
+    if (cx1 - cx0 + 1) * (cy1 - cy0 + 1) > _MAX_CELLS:
+        return (WHOLE_WORLD_CELL,)
+    span = round(180 / CELL_DEG) + 2  # distinct ids for every latitude cell of one column
+    return tuple(sorted(cx * span + cy for cx in range(cx0, cx1 + 1) for cy in range(cy0, cy1 + 1)))

@@ -33,7 +33,7 @@ from dispatcher.clock import statutory_limit
 from dispatcher.lifecycle import Action, Command, IllegalTransition, transition
 from dispatcher.live import candidates_near
 from dispatcher.livekeeper import sync_statuses
-from dispatcher.merge import Sighting, bbox_for, find_duplicate
+from dispatcher.merge import Sighting, bbox_for, find_duplicate, merge_cells
 from dispatcher.plan import PlanBook
 from dispatcher.recommend import Available
 from streams.livestate import LiveState
@@ -45,6 +45,7 @@ MERGE_RADIUS_M = 300.0
 MERGE_WINDOW = timedelta(minutes=60)
 _NEEDS_CANDIDATES = frozenset({"dispatch", "task", "timer", "resolve", "feedback", "remove"})
 MAX_RACES = 5  # responders taken by another incident between lookup and offer
+PLACE_LOCKS = 0x4D52  # advisory lock class of the merge cells (`merge_cells`)
 
 
 @dataclass
@@ -81,6 +82,7 @@ class IncidentService:
                 return result
             if await store.current(conn, rec.incident_id) is not None:
                 return result  # filed already under another input event id
+            await self._lock_place(conn, rec)
             cmd = Command(
                 action=Action.FILE,
                 incident_id=rec.incident_id,
@@ -114,6 +116,18 @@ class IncidentService:
                 await outbox.enqueue(conn, [outbox.command_message(f) for f in result.forwards])
             result.messages = await self._messages(conn, rec.incident_id, None)
         return result
+
+    async def _lock_place(self, conn: asyncpg.Connection, rec: EnrichedIncident) -> None:
+        """Filings that could merge go one after the other (until this transaction ends), so the
+        later one's duplicate check sees the earlier one even when lanes or dispatchers file
+        them side by side. One statement; the cells in ascending order, never a wait cycle."""
+        cells = merge_cells(rec.location.lon, rec.location.lat, MERGE_RADIUS_M)
+        await conn.execute(
+            """SELECT count(pg_advisory_xact_lock($1, c))
+                 FROM (SELECT c FROM unnest($2::int[]) AS c ORDER BY c) AS ordered""",
+            PLACE_LOCKS,
+            list(cells),
+        )
 
     async def _duplicate_of(self, conn: asyncpg.Connection, rec: EnrichedIncident) -> Any:
         lon, lat = rec.location.lon, rec.location.lat

@@ -67,6 +67,13 @@ class Settings:
         default=10,
         metadata={"env": "KAFKA_FETCH_MAX_WAIT_MS", "doc": "Consumers' fetch wait; keep small against Tansu"},
     )
+    dispatcher_lanes: int = field(
+        default=8,
+        metadata={
+            "env": "DISPATCHER_LANES",
+            "doc": "Records of one fetch a dispatcher applies side by side (by incident id: one writer each)",
+        },
+    )
     faust_app_id: str = field(
         default="centre-streams", metadata={"env": "FAUST_APP_ID", "doc": "Faust app id (consumer group)"}
     )

@@ -16,12 +16,14 @@ from dispatcher.lifecycle import IncidentState
 from dispatcher.merge import (
     FAMILY_LABELS,
     NOT_OPEN,
+    WHOLE_WORLD_CELL,
     Match,
     Sighting,
     bbox_for,
     family_of,
     find_duplicate,
     is_open,
+    merge_cells,
 )
 
 T0 = datetime(2026, 11, 22, 1, 30, tzinfo=UTC)
@@ -218,6 +220,49 @@ def test_bbox_contains_every_point_within_radius(
     min_lon, min_lat, max_lon, max_lat = bbox_for(lon, lat, radius)
     assert min_lat <= lat2 <= max_lat
     assert min_lon <= lon2 <= max_lon
+
+
+# --- cells a filing locks ----------------------------------------------------------------
+
+
+def test_a_place_locks_one_to_four_cells_in_ascending_order() -> None:
+    assert len(merge_cells(106.505, 29.605, 300)) == 1  # the middle of a cell
+    corner = merge_cells(106.5, 29.6, 300)  # a cell corner: the four around it
+    assert len(corner) == 4 and list(corner) == sorted(corner)
+    assert all(-(2**31) <= c < 2**31 for c in corner)
+    assert merge_cells(10.0, 89.999, 1000) == (WHOLE_WORLD_CELL,)  # too wide to count
+    assert merge_cells(179.9999, 0.0, 1000) == (WHOLE_WORLD_CELL,)
+
+
+@given(
+    st.floats(-179.9, 179.9),
+    st.floats(-85, 85),
+    st.floats(0, 360),
+    st.floats(1, 300),
+    st.floats(0, 1),
+)
+def test_two_places_that_could_merge_share_a_cell(
+    lon: float, lat: float, bearing: float, radius: float, frac: float
+) -> None:
+    """So their filings take a common lock and go one after the other."""
+    lon2, lat2 = destination(lon, lat, bearing, radius * frac)
+    assume(haversine_m(lon, lat, lon2, lat2) <= radius)
+    assert set(merge_cells(lon, lat, radius)) & set(merge_cells(lon2, lat2, radius))
+
+
+cells = st.tuples(st.integers(-17990, 17989), st.integers(-8500, 8499))
+steps = st.sampled_from([0, 1, -1, 8500, -8500])
+
+
+@given(cells, steps, steps, st.floats(0.01, 0.99), st.floats(0.01, 0.99))
+def test_different_cells_have_different_ids(
+    cell: tuple[int, int], dx: int, dy: int, fx: float, fy: float
+) -> None:
+    (cx, cy), (cx2, cy2) = cell, (cell[0] + dx, max(-8999, min(8999, cell[1] + dy)))
+    one = merge_cells((cx + fx) * 0.01, (cy + fy) * 0.01, 0)
+    two = merge_cells((cx2 + fy) * 0.01, (cy2 + fx) * 0.01, 0)
+    assert len(one) == len(two) == 1
+    assert (one == two) == ((cx, cy) == (cx2, cy2))
 
 
 # --- properties --------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from datetime import UTC, datetime
@@ -185,3 +186,24 @@ async def test_after_a_restart_live_statuses_follow_the_active_tasks(pool: async
     assert (await live.responder(free_one))["status"] == "available"
     assert busy_one not in await live.available_positions("police")
     assert free_one in await live.available_positions("police")
+
+
+async def test_reports_of_one_place_filed_side_by_side_still_merge(pool: asyncpg.Pool) -> None:
+    """Lanes (and dispatchers) file incidents concurrently; filings that could merge take a lock
+    on their place first, so each duplicate check sees the filings before it: one incident
+    stays, every other one is merged into an earlier one."""
+    lon, lat = 110 + random.random() * 10, 20 + random.random() * 5  # a place of this test's own
+    recs = []
+    for i in range(4):
+        rec = enriched(f"P-{uuid.uuid4().hex[:8]}")
+        place = rec.location.model_copy(update={"lon": lon + i * 1e-5, "lat": lat})
+        recs.append(rec.model_copy(update={"location": place}))
+    service = IncidentService(pool, load_plans())
+    results = await asyncio.gather(*(service.file(rec) for rec in recs))  # four connections at once
+    rows = await pool.fetch(
+        "SELECT incident_id, status FROM incidents WHERE incident_id = ANY($1::text[])",
+        [r.incident_id for r in recs],
+    )
+    statuses = sorted(r["status"] for r in rows)
+    assert statuses == ["merged", "merged", "merged", "new"], statuses
+    assert sum(len(r.forwards) for r in results) == 3  # an absorb for each merge
