@@ -3,9 +3,9 @@
 Consumes enriched incidents, persists them, publishes state-change events keyed by incident
 id, and commits offsets only after both (at-least-once; effects are idempotent).
 
-Throughput: the records of one fetch are applied in lanes, one per partition number (an
-incident's enriched record and its commands share the partition number, both keyed by incident
-id, so one incident still has one writer), lanes side by side; a record's events are handed to
+Throughput: the records of one fetch are applied in lanes by incident id (`into_lanes`: an
+incident's enriched record and its commands share a lane, so one incident still has one
+writer), lanes side by side; a record's events are handed to
 the producer without waiting, and the whole fetch's sends are awaited once before the commit.
 Waiting for each record's acknowledgement in turn capped the dispatcher at one broker round
 trip plus one transaction per record (~100 incidents/s in the city benchmark).
@@ -247,7 +247,7 @@ class Dispatcher:
     async def _apply_fetch(
         self, service: IncidentService, batches: Mapping[Any, Sequence[ConsumerRecord]]
     ) -> None:
-        """Apply one fetch's records, a lane per partition number, then wait for every send.
+        """Apply one fetch's records in lanes by incident id, then wait for every send.
         If the broker fails some of them, each record is applied again and its events sent
         again one at a time (a replay changes nothing and answers with the same events)."""
         lanes = into_lanes(batches, self.settings.dispatcher_lanes)
