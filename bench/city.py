@@ -1135,6 +1135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         + ")",
     )
     args = parser.parse_args(argv)
+    if args.fetch_wait < 0:
+        parser.error(f"--fetch-wait {args.fetch_wait}: expected 0 or more milliseconds")
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     if unknown := set(only) - set(SCENARIOS):
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")

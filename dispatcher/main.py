@@ -110,6 +110,8 @@ class Dispatcher:
     """Owns the consumer, producer and pool; `run` until `stop` is called."""
 
     def __init__(self, settings: Settings) -> None:
+        if settings.dispatcher_lanes < 1:
+            raise ValueError(f"DISPATCHER_LANES={settings.dispatcher_lanes}: expected 1 or more")
         self.settings = settings
         self._stopping = asyncio.Event()
         self._pool: asyncpg.Pool | None = None

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from bench.city import QUICK, Step, format_report, meta, resized, run
+from bench.city import QUICK, Step, format_report, main, meta, resized, run
 from bench.figures import Figure
 
 
@@ -83,3 +83,10 @@ def test_a_step_not_absorbed_says_why_and_how_fast_its_backlog_drained() -> None
     assert stuck.note().endswith("not all arrived within the drain time")
     refused = Step(200, 150.0, 2000, 250, 0, 0.0, False)
     assert refused.note() == "250 refused, 0 not on the console 5 s later"
+
+
+def test_a_negative_fetch_wait_is_refused_by_name(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--fetch-wait", "-5"])
+    assert exit_.value.code == 2
+    assert "--fetch-wait -5: expected 0 or more milliseconds" in capsys.readouterr().err

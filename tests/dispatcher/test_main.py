@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from aiokafka import ConsumerRecord
 from aiokafka.structs import TopicPartition
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dispatcher.main import into_lanes
+from dispatcher.main import Dispatcher, into_lanes
+from infra.settings import Settings
 from streams import topics
 
 
@@ -56,3 +58,9 @@ def test_a_fetch_of_many_incidents_is_spread_over_the_lanes() -> None:
     lanes = into_lanes(as_batches(fetch), 8)
     assert len(lanes) == 8 and all(len(lane) > 10 for lane in lanes.values())
     assert into_lanes(as_batches(fetch), 1).keys() == {0}
+
+
+def test_no_lanes_is_refused_by_name_before_anything_connects() -> None:
+    for lanes in (0, -3):
+        with pytest.raises(ValueError, match=f"DISPATCHER_LANES={lanes}: expected 1 or more"):
+            Dispatcher(Settings(dispatcher_lanes=lanes))
