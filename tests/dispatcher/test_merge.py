@@ -205,18 +205,19 @@ def destination(lon: float, lat: float, bearing_deg: float, metres: float) -> tu
     return lon2, math.degrees(phi2)
 
 
-@given(
-    st.floats(-179.9, 179.9),
-    st.floats(-85, 85),
-    st.floats(0, 360),
-    st.floats(1, 5000),
-    st.floats(0, 1),
-)
-def test_bbox_contains_every_point_within_radius(
-    lon: float, lat: float, bearing: float, radius: float, frac: float
-) -> None:
-    lon2, lat2 = destination(lon, lat, bearing, radius * frac)
+@st.composite
+def within_radius(draw: st.DrawFn, max_radius: float) -> tuple[float, float, float, float, float]:
+    """(lon, lat, lon2, lat2, radius): a place, a radius, and a second place within it."""
+    lon, lat = draw(st.floats(-179.9, 179.9)), draw(st.floats(-85, 85))
+    radius = draw(st.floats(1, max_radius))
+    lon2, lat2 = destination(lon, lat, draw(st.floats(0, 360)), radius * draw(st.floats(0, 1)))
     assume(haversine_m(lon, lat, lon2, lat2) <= radius)
+    return lon, lat, lon2, lat2, radius
+
+
+@given(within_radius(5000))
+def test_bbox_contains_every_point_within_radius(pair: tuple[float, float, float, float, float]) -> None:
+    lon, lat, lon2, lat2, radius = pair
     min_lon, min_lat, max_lon, max_lat = bbox_for(lon, lat, radius)
     assert min_lat <= lat2 <= max_lat
     assert min_lon <= lon2 <= max_lon
@@ -234,19 +235,10 @@ def test_a_place_locks_one_to_four_cells_in_ascending_order() -> None:
     assert merge_cells(179.9999, 0.0, 1000) == (WHOLE_WORLD_CELL,)
 
 
-@given(
-    st.floats(-179.9, 179.9),
-    st.floats(-85, 85),
-    st.floats(0, 360),
-    st.floats(1, 300),
-    st.floats(0, 1),
-)
-def test_two_places_that_could_merge_share_a_cell(
-    lon: float, lat: float, bearing: float, radius: float, frac: float
-) -> None:
+@given(within_radius(300))
+def test_two_places_that_could_merge_share_a_cell(pair: tuple[float, float, float, float, float]) -> None:
     """So their filings take a common lock and go one after the other."""
-    lon2, lat2 = destination(lon, lat, bearing, radius * frac)
-    assume(haversine_m(lon, lat, lon2, lat2) <= radius)
+    lon, lat, lon2, lat2, radius = pair
     assert set(merge_cells(lon, lat, radius)) & set(merge_cells(lon2, lat2, radius))
 
 
