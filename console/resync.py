@@ -42,13 +42,21 @@ async def resync_once(
     version_of: Callable[[str], int],
     publish: Callable[[dict[str, Any]], object],
     look_back_s: float = LOOK_BACK_S,
+    settle_s: float = 0.0,
 ) -> int:
-    """Feed every incident changed in the last `look_back_s` whose version is newer than the
-    board's; returns how many were behind."""
+    """Feed every incident changed in the last `look_back_s`, and not in the last `settle_s`,
+    whose version is newer than the board's; returns how many were behind.
+
+    `settle_s` leaves a fresh change to the fast path: a change just committed is usually still
+    on its way through Kafka, and syncing it first made the board drop the real events when
+    they came (same version: old news), so pages saw `incident.synced` where an escalation or
+    an offer should have shown."""
     rows = await pool.fetch(
         """SELECT incident_id, version FROM incidents
-            WHERE updated_at > now() - make_interval(secs => $1)""",
+            WHERE updated_at > now() - make_interval(secs => $1)
+              AND updated_at <= now() - make_interval(secs => $2)""",
         look_back_s,
+        settle_s,
     )
     behind = [r["incident_id"] for r in rows if int(r["version"]) > version_of(r["incident_id"])]
     for incident_id in behind:
@@ -71,7 +79,7 @@ async def resync_board(
         if stopping.is_set():
             return
         try:
-            n = await resync_once(pool, version_of, publish, max(LOOK_BACK_S, 3 * every_s))
+            n = await resync_once(pool, version_of, publish, max(LOOK_BACK_S, 3 * every_s), every_s)
             if n:
                 log.warning("board was behind on %d incidents (events lost?): caught up", n)
         except DATABASE_UNAVAILABLE as exc:

@@ -37,3 +37,26 @@ async def test_an_incident_whose_events_were_lost_reaches_the_board(pool: asyncp
     fed.clear()
     await resync_once(pg, board.version_of, publish)
     assert [m for m in fed if m["incident_id"] == rec.incident_id] == []  # up to date: nothing
+
+
+async def test_a_change_still_on_its_way_is_left_to_the_fast_path(pool: asyncpg.Pool) -> None:
+    """Syncing a change before its events arrive would make the board drop them (same version),
+    so a change younger than `settle_s` is not fed; once older, a lost one still is."""
+    service = IncidentService(pool, load_plans(None))
+    rec = enriched(f"RS{uuid.uuid4().hex[:10]}")
+    await service.file(rec)
+    board = Board()
+    fed: list[dict[str, Any]] = []
+
+    def publish(message: dict[str, Any]) -> None:
+        fed.append(message)
+        board.apply(message)
+
+    await resync_once(pool, board.version_of, publish, settle_s=60)
+    assert [m for m in fed if m["incident_id"] == rec.incident_id] == []
+    await pool.execute(
+        "UPDATE incidents SET updated_at = updated_at - interval '61 seconds' WHERE incident_id = $1",
+        rec.incident_id,
+    )
+    await resync_once(pool, board.version_of, publish, settle_s=60)
+    assert [m["type"] for m in fed if m["incident_id"] == rec.incident_id] == ["incident.synced"]
