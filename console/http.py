@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from console.audit import KINDS, AuditLog, AuditQuery
 from console.auth import ApiKeys, LoginRefused, Sessions, User
-from console.intake import BEIJING, IntakeService, NotDurable, UnknownReference
+from console.intake import BEIJING, IntakeService, InvalidField, NotDurable, UnknownReference
 from console.masking import (
     PERSONAL_FIELDS,
     masked_event,
@@ -81,6 +81,8 @@ LEAFLET = next(
 PHOTO_TYPES = {"image/jpeg": b"\xff\xd8\xff", "image/png": b"\x89PNG\r\n\x1a\n", "image/webp": b"RIFF"}
 MAX_PHOTO_BYTES = 5 * 1024 * 1024
 # Task states in which a responder "holds" a task: they may read its incident and its photos.
+# A report some stage refused for good: the public status says it waits for a person.
+STUCK_LABEL: Final = "受理异常，待工作人员人工核查"
 HELD_TASK_STATES = frozenset({"offered", "accepted", "en_route", "on_scene", "done"})
 
 
@@ -468,7 +470,7 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
 
         return _rule(check, f"key|user:{perm}")
 
-    def unprocessable(exc: UnknownReference) -> JSONResponse:
+    def unprocessable(exc: InvalidField) -> JSONResponse:
         return JSONResponse(
             {
                 "error": "invalid",
@@ -481,7 +483,7 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
     async def take(source: str, report: Any) -> JSONResponse:
         try:
             accepted = await svc.intake.accept(source, report)
-        except UnknownReference as exc:
+        except InvalidField as exc:
             return unprocessable(exc)
         except NotDurable as exc:
             raise HttpError(
@@ -531,7 +533,7 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         """Responders' positions, up to 1,000 a batch."""
         try:
             n = await svc.intake.accept_positions(batch)
-        except UnknownReference as exc:
+        except InvalidField as exc:
             return unprocessable(exc)
         except NotDurable as exc:
             raise HttpError(
@@ -874,6 +876,10 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
             {"at": row["received_at"].isoformat(), "step": "received", "label": "已受理"}
         ]
         status, label = "received", "已受理"
+        if row["incident_id"] is None and row["refused_at"] is not None:
+            # Refused by a later stage for good (ops see the dead letter): say so, not 已受理 for ever.
+            status, label = "stuck", STUCK_LABEL
+            timeline.append({"at": row["refused_at"].isoformat(), "step": "stuck", "label": STUCK_LABEL})
         incident_id, since = row["incident_id"], None
         for _ in range(5):  # follow merges to the incident that carries the work
             incident_row = await store.incident_row(svc.pool, incident_id) if incident_id else None

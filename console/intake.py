@@ -35,7 +35,8 @@ from infra.faults import DATABASE_UNAVAILABLE
 from streams import topics
 from streams.fixes import send_fixes
 from streams.kafka import delivered
-from streams.records import SOURCE_ID_FIELD, CameraAlarm, PositionBatch, RawReport
+from streams.records import SOURCE_ID_FIELD, SOURCE_TIME_FIELD, CameraAlarm, PositionBatch, RawReport
+from streams.timewindow import TimeWindow
 
 log = logging.getLogger(__name__)
 BEIJING = timezone(timedelta(hours=8))
@@ -46,12 +47,16 @@ MAX_FLUSHES: Final = 4  # flushes under way at once
 KNOWN_CAMERA_TTL_S: Final = 60.0  # a camera seen in the registry is not looked up again for this long
 
 
-class UnknownReference(ValueError):
-    """The report names something we do not know (a camera, a responder): 422 with the field."""
+class InvalidField(ValueError):
+    """A field the schema let through that no later stage could use: 422 naming the field."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+class UnknownReference(InvalidField):
+    """The report names something we do not know (a camera, a responder): 422 with the field."""
 
 
 class NotDurable(RuntimeError):
@@ -93,11 +98,16 @@ class IntakeService:
     """Owns its flush tasks: `close` waits for those under way (every waiting request answered)."""
 
     def __init__(
-        self, pool: asyncpg.Pool, producer: AIOKafkaProducer, publish_timeout_s: float = 10.0
+        self,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        publish_timeout_s: float = 10.0,
+        window: TimeWindow | None = None,
     ) -> None:
         self._pool = pool
         self._producer = producer
         self._timeout = publish_timeout_s
+        self._window = window or TimeWindow()
         self._waiting: list[_Waiting] = []
         self._flushes: set[asyncio.Task[None]] = set()
         self._cameras: dict[str, float] = {}  # camera id -> known until (monotonic)
@@ -124,9 +134,13 @@ class IntakeService:
         return True
 
     async def _accept(self, source: str, report: Any) -> Accepted:
+        now = datetime.now(UTC)
+        name = SOURCE_TIME_FIELD[source]
+        problem = self._window.problem(getattr(report, name), now)
+        if problem is not None:
+            raise InvalidField(name, problem)
         if isinstance(report, CameraAlarm) and not await self._known_camera(report.camera_id):
             raise UnknownReference("camera_id", f"unknown camera {report.camera_id!r}")
-        now = datetime.now(UTC)
         waiting = _Waiting(
             source,
             getattr(report, SOURCE_ID_FIELD[source]),
@@ -274,7 +288,8 @@ class IntakeService:
             now, last = await progress(conn, "reports")
             rows = await conn.fetch(
                 f"""SELECT tracking_no, source, payload, received_at, attempts FROM reports
-                     WHERE incident_id IS NULL AND {redelivery_due("published_at", "received_at")}
+                     WHERE incident_id IS NULL AND refused_at IS NULL
+                       AND {redelivery_due("published_at", "received_at")}
                        AND coalesce(published_at, received_at) < $5
                      ORDER BY received_at LIMIT $4 FOR UPDATE SKIP LOCKED""",
                 UNPUBLISHED_GRACE_S,
@@ -303,6 +318,17 @@ class IntakeService:
         return len(rows)
 
     async def accept_positions(self, batch: PositionBatch) -> int:
+        """Fixes are checked against the same window as reports' times, and a fix a little ahead
+        of its arrival (a phone's clock skew) is taken as of its arrival: a fix dated in the
+        future would make every later real fix look older, and pin its responder there."""
+        now = datetime.now(UTC)
+        for i, fix in enumerate(batch.positions):
+            problem = self._window.problem(fix.at, now)
+            if problem is not None:
+                raise InvalidField(f"positions.{i}.at", problem)
+        batch = PositionBatch.model_construct(
+            positions=[f if f.at <= now else f.model_copy(update={"at": now}) for f in batch.positions]
+        )
         ids = sorted({p.responder_id for p in batch.positions})
         known = {
             r["responder_id"]

@@ -136,8 +136,8 @@ async def amain(settings: Settings) -> None:
 
     hub = LiveHub(board, sessions, send_command, recommender, send_position)
     positions_consumer = await start_positions_consumer(settings)
-    positions = PositionFeed(hub, settings.position_push_ms)
-    intake = IntakeService(pool, producer)
+    positions = PositionFeed(hub, settings.position_push_ms, window=settings.time_window)
+    intake = IntakeService(pool, producer, window=settings.time_window)
     services = ConsoleServices(
         settings=settings,
         pool=pool,

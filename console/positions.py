@@ -30,6 +30,7 @@ from streams import topics
 from streams.fixes import read_fixes
 from streams.kafka import RestartedLogCheck, start_at_end
 from streams.normalise import BadRecord
+from streams.timewindow import HARD, TimeWindow
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +116,15 @@ class PositionFeed:
     `push_ms`. Owned by the composition root, which runs `run` as a task and stops it with the
     `stopping` event (or by cancelling the task)."""
 
-    def __init__(self, consoles: Consoles, push_ms: int, max_tracked: int = MAX_TRACKED) -> None:
+    def __init__(
+        self,
+        consoles: Consoles,
+        push_ms: int,
+        max_tracked: int = MAX_TRACKED,
+        window: TimeWindow = HARD,
+    ) -> None:
         self._consoles = consoles
+        self._window = window
         self.period_s = max(1, push_ms) / 1000
         self._coalescer = Coalescer(max_tracked)
         self.stats = FeedStats()
@@ -124,8 +132,9 @@ class PositionFeed:
     def take(self, key: bytes | None, value: bytes | None) -> int:
         """One record (one fix or a batch, see streams.fixes): how many of its fixes are now
         their responder's pending newest."""
+        now = datetime.now(UTC)
         try:
-            fixes, bad = read_fixes(key, value)
+            fixes, bad = read_fixes(key, value, now, self._window)
         except BadRecord as exc:
             self.stats.invalid += 1
             log.debug("position record skipped: %s", exc)
@@ -133,7 +142,8 @@ class PositionFeed:
         self.stats.invalid += len(bad)
         kept = 0
         for fix in fixes:
-            if self._coalescer.add(fix.responder_id, fix.lon, fix.lat, fix.at):
+            # never newer than now: a fix dated ahead would hide the responder's real moves
+            if self._coalescer.add(fix.responder_id, fix.lon, fix.lat, min(fix.at, now)):
                 kept += 1
             else:
                 self.stats.stale += 1

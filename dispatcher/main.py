@@ -30,7 +30,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from pydantic import ValidationError
 
-from dispatcher import outbox
+from dispatcher import outbox, store
 from dispatcher.case import CaseCommand
 from dispatcher.commands import parse_command
 from dispatcher.livekeeper import LiveKeeper
@@ -374,15 +374,57 @@ class Dispatcher:
                 unexpected += 1
                 log.exception("unexpected failure on %s (%d/%d)", incident_id, unexpected, MAX_UNEXPECTED)
                 if unexpected >= MAX_UNEXPECTED:
-                    await self._dead_letter(record, f"internal error: {type(exc).__name__}: {exc}")
+                    reason = f"internal error: {type(exc).__name__}: {exc}"
+                    if cmd is not None:
+                        return await self._refuse_command(record, cmd, reason, wait)
+                    await self._dead_letter(record, reason)
                     return Sent()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    async def _dead_letter(self, record: ConsumerRecord, reason: str) -> None:
+    async def _refuse_command(
+        self, record: ConsumerRecord, cmd: CaseCommand, reason: str, wait: bool
+    ) -> Sent:
+        """A command that keeps failing for no transient reason is refused for good: the outbox
+        stops re-sending it, the audit log says it failed, its sender is told (a
+        `command.refused` its console shows), and it is dead-lettered for ops."""
+        assert self._producer is not None and self._service is not None
+        stuck = None
+        try:
+            await self._service.refuse_for_good(cmd, reason)
+            stuck = f"command {cmd.command_id}: refused to its sender, not re-sent"
+        except DATABASE_UNAVAILABLE as exc:  # the outbox re-sends it, and it is refused again
+            log.warning("could not record command %s as failed: %r", cmd.command_id, exc)
+        refusal = {
+            "type": "command.refused",
+            "command_id": cmd.command_id,
+            "incident_id": cmd.incident_id,
+            "action": cmd.action,
+            "actor": cmd.actor,
+            "reason": "指挥系统无法执行该命令（已记录，请联系运维人员）",
+        }
+        future = await self._producer.send(
+            topics.INCIDENTS_EVENTS, key=cmd.incident_id.encode(), value=orjson.dumps(refusal)
+        )
+        await self._dead_letter(record, reason, stuck)
+        if wait:
+            await delivered([future])
+            return Sent()
+        return Sent([future])
+
+    async def _dead_letter(self, record: ConsumerRecord, reason: str, stuck: str | None = None) -> None:
         assert self._producer is not None
+        if stuck is None and record.topic == topics.INCIDENTS_ENRICHED:
+            stuck = await store.refuse_report_of(self._pool, record.topic, record.key, "dispatcher", reason)
         letter = dead_letter(
-            "dispatcher", reason, record.topic, record.key, record.value, record.partition, record.offset
+            "dispatcher",
+            reason,
+            record.topic,
+            record.key,
+            record.value,
+            record.partition,
+            record.offset,
+            stuck,
         )
         log.warning("dead-lettered %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
         await self._producer.send_and_wait(

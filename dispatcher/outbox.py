@@ -63,6 +63,17 @@ async def confirm(conn: asyncpg.Connection, message_id: str) -> None:
     )
 
 
+async def refuse(conn: asyncpg.Connection, message_id: str, reason: str) -> None:
+    """Its consumer refused this message for good (a dead letter): stop re-sending it, and keep
+    why. A message another consumer already confirmed stays as it was."""
+    await conn.execute(
+        """UPDATE outbox SET done_at = now(), refused_reason = left($2, 500)
+            WHERE message_id = $1 AND done_at IS NULL""",
+        message_id,
+        reason,
+    )
+
+
 async def mark_sent(pool: asyncpg.Pool, message_ids: Sequence[str]) -> None:
     if message_ids:
         await pool.execute(
@@ -190,5 +201,6 @@ __all__ = [
     "progress",
     "prune",
     "redelivery_due",
+    "refuse",
     "relay_once",
 ]

@@ -304,6 +304,13 @@ class IncidentService:
             return 0
         return await sync_statuses(self._pool, self._live)
 
+    async def refuse_for_good(self, cmd: CaseCommand, reason: str) -> None:
+        """A command that failed for no transient reason, again and again (it was dead-lettered):
+        its outbox row is closed (no more re-sends), and it is audited as failed. Idempotent."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await outbox.refuse(conn, cmd.command_id, reason)
+            await self._audit(conn, cmd, "failed", reason)
+
     async def _audit(
         self, conn: asyncpg.Connection, cmd: CaseCommand, outcome: str, detail: str | None
     ) -> None:

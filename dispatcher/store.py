@@ -6,6 +6,7 @@ transaction as its effects, so a replay finds it and changes nothing.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -14,7 +15,11 @@ import asyncpg
 import orjson
 
 from dispatcher.lifecycle import OPEN_STATES, STATE_LABELS, Event, Incident, IncidentState
+from infra.faults import DATABASE_UNAVAILABLE
+from streams import topics
 from streams.records import EnrichedIncident
+
+log = logging.getLogger(__name__)
 
 
 def _loads(value: Any) -> Any:
@@ -177,7 +182,8 @@ async def insert_incident(conn: asyncpg.Connection, rec: EnrichedIncident, state
         rec.tracking_no,
     )
     await conn.execute(
-        """UPDATE reports SET incident_id = $1, filed_at = now()
+        """UPDATE reports SET incident_id = $1, filed_at = now(),
+                  refused_at = NULL, refused_stage = NULL, refused_reason = NULL
             WHERE tracking_no = $2 AND incident_id IS NULL""",
         rec.incident_id,
         rec.tracking_no,
@@ -281,9 +287,59 @@ async def report_by_tracking_no(
     conn: asyncpg.Connection | asyncpg.Pool, tracking_no: str
 ) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        "SELECT tracking_no, source, received_at, incident_id, payload FROM reports WHERE tracking_no = $1",
+        """SELECT tracking_no, source, received_at, incident_id, payload, refused_at, refused_stage,
+                  refused_reason
+             FROM reports WHERE tracking_no = $1""",
         tracking_no,
     )
+
+
+def tracking_no_of(topic: str, key: bytes | None) -> str | None:
+    """The report a record on a report or incident topic carries, from its key: the tracking
+    number on `reports.raw`, the incident id (`INC-` + tracking number) after it."""
+    if key is None:
+        return None
+    try:
+        text = key.decode()
+    except UnicodeDecodeError:
+        return None
+    if topic == topics.REPORTS_RAW:
+        return text
+    if topic in (topics.INCIDENTS_LOCATED, topics.INCIDENTS_ENRICHED) and text.startswith("INC-"):
+        return text[4:]
+    return None
+
+
+async def refuse_report(
+    conn: asyncpg.Connection | asyncpg.Pool, tracking_no: str, stage: str, reason: str
+) -> bool:
+    """A stage refused this report for good (it was dead-lettered): it is stuck, not late, and
+    the reconciler stops re-publishing it. False if there is no such report, or it was filed."""
+    status = await conn.execute(
+        """UPDATE reports SET refused_at = now(), refused_stage = $2, refused_reason = left($3, 500)
+            WHERE tracking_no = $1 AND incident_id IS NULL""",
+        tracking_no,
+        stage,
+        reason,
+    )
+    return status != "UPDATE 0"
+
+
+async def refuse_report_of(
+    pool: asyncpg.Pool | None, topic: str, key: bytes | None, stage: str, reason: str
+) -> str | None:
+    """`refuse_report` for the report a refused record carries (by its topic and key), if any.
+    Returns what the dead letter says is stuck, or None. A database that is away leaves the
+    mark undone (logged): the report is re-published later, refused again and marked then."""
+    tracking_no = tracking_no_of(topic, key)
+    if tracking_no is None or pool is None:
+        return None
+    try:
+        marked = await refuse_report(pool, tracking_no, stage, reason)
+    except DATABASE_UNAVAILABLE as exc:
+        log.warning("could not mark report %s refused: %r", tracking_no, exc)
+        return None
+    return f"report {tracking_no}: refused for good, not re-published" if marked else None
 
 
 def as_utc_iso(value: datetime) -> str:

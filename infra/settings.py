@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
+from datetime import timedelta
 from pathlib import Path
+
+from streams.timewindow import TimeWindow
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,6 +120,20 @@ class Settings:
         default=8,
         metadata={"env": "REDELIVER_ATTEMPTS", "doc": "Re-publish at most this many times, then alert"},
     )
+    intake_max_future_s: int = field(
+        default=300,
+        metadata={
+            "env": "INTAKE_MAX_FUTURE_S",
+            "doc": "A report's or fix's own time may lie this far after its arrival (skew; at most 1 day)",
+        },
+    )
+    intake_max_age_s: int = field(
+        default=30 * 86400,
+        metadata={
+            "env": "INTAKE_MAX_AGE_S",
+            "doc": "A report's own time may lie this far before its arrival (at most 366 days)",
+        },
+    )
     board_resync_s: float = field(
         default=5.0,
         metadata={"env": "BOARD_RESYNC_S", "doc": "Consoles compare their board with PostgreSQL this often"},
@@ -165,6 +182,19 @@ class Settings:
             else:
                 values[f.name] = raw
         return cls(**values)  # type: ignore[arg-type]
+
+    def __post_init__(self) -> None:
+        self.time_window  # noqa: B018 (refuses a window outside the pipeline's own limits)
+
+    @property
+    def time_window(self) -> TimeWindow:
+        """The plausible window for sources' own times (streams.timewindow)."""
+        try:
+            return TimeWindow(
+                timedelta(seconds=self.intake_max_future_s), timedelta(seconds=self.intake_max_age_s)
+            )
+        except ValueError as exc:
+            raise ValueError(f"INTAKE_MAX_FUTURE_S / INTAKE_MAX_AGE_S: {exc}") from None
 
     @property
     def ws_url(self) -> str:

@@ -125,15 +125,25 @@ async def attempt(stage: str, call: Callable[[], Awaitable[T]]) -> T | Failed:
 
 
 async def send_dead_letter(
-    stage: str, message: Any, reason: str, deadletters: Any, value: bytes | None = None
+    stage: str,
+    message: Any,
+    reason: str,
+    deadletters: Any,
+    value: bytes | None = None,
+    stuck: str | None = None,
 ) -> None:
     """`value`: what to show when only a part of the record is refused (one fix of a batch)."""
     shown = message.value if value is None else value
-    letter = dead_letter(stage, reason, message.topic, message.key, shown, message.partition, message.offset)
+    letter = dead_letter(
+        stage, reason, message.topic, message.key, shown, message.partition, message.offset, stuck
+    )
     log.warning(
         "%s: dead-lettered %s[%s]@%s: %s", stage, message.topic, message.partition, message.offset, reason
     )
     await deadletters.send(key=message.key, value=letter.model_dump_json().encode())
+
+
+Refuse = Callable[[str, bytes | None, str, str], Awaitable[str | None]]
 
 
 async def process(
@@ -141,13 +151,16 @@ async def process(
     event: Any,
     handler: Callable[[bytes | None, bytes | None], Awaitable[T]],
     deadletters: Any,
+    refuse: Refuse | None = None,
 ) -> T | None:
     """Run `handler` on one record's key and value: retry transient failures, dead-letter bad
-    records (and records that keep failing), and go on with the next either way."""
+    records (and records that keep failing), and go on with the next either way. `refuse`
+    marks what a refused record leaves stuck (its report), so nothing re-sends it for ever."""
     message = event.message
     result = await attempt(stage, lambda: handler(message.key, message.value))
     if isinstance(result, Failed):
-        await send_dead_letter(stage, message, result.reason, deadletters)
+        stuck = None if refuse is None else await refuse(message.topic, message.key, stage, result.reason)
+        await send_dead_letter(stage, message, result.reason, deadletters, stuck=stuck)
         return None
     return result
 
@@ -238,7 +251,7 @@ def build_app(settings: Settings, service: StreamService | None = None) -> Centr
     async def normalise_reports(stream: Any) -> None:
         """Validate, normalise and locate each raw report; re-key it by incident id."""
         async for event in each(stream):
-            record = await process("normalise", event, svc.locate_report, deadletters)
+            record = await process("normalise", event, svc.locate_report, deadletters, svc.refuse_report)
             if record is not None:
                 await located.send(key=record.incident_id.encode(), value=record.model_dump_json().encode())
 
@@ -246,7 +259,7 @@ def build_app(settings: Settings, service: StreamService | None = None) -> Centr
     async def enrich_incidents(stream: Any) -> None:
         """Add the nearest available police, grid workers and volunteers."""
         async for event in each(stream):
-            record = await process("enrich", event, svc.enrich, deadletters)
+            record = await process("enrich", event, svc.enrich, deadletters, svc.refuse_report)
             if record is not None:
                 await enriched.send(key=record.incident_id.encode(), value=record.model_dump_json().encode())
 

@@ -78,6 +78,7 @@ def dead_letter(
     value: bytes | None,
     partition: int | None,
     offset: int | None,
+    stuck: str | None = None,
 ) -> DeadLetter:
     """The letter for one refused record. (topic, partition, offset) names the record exactly:
     readers use it to drop the copies several consumers of one record may each send."""
@@ -93,4 +94,5 @@ def dead_letter(
         stage=stage,
         value=shown,
         at=datetime.now(UTC),
+        stuck=stuck,
     )

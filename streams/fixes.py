@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
 import orjson
@@ -26,6 +27,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from streams.deadletter import check_key, decode_object, kind_of, validated
 from streams.normalise import BadRecord
 from streams.records import PositionFix
+from streams.timewindow import HARD, TimeWindow
 
 BATCH_FIELD: Final = "positions"
 MAX_FIXES: Final = 1000  # per record, as per intake request
@@ -51,12 +53,25 @@ def fix_value(fix: PositionFix) -> dict[str, Any]:
     }
 
 
-def read_fixes(key: bytes | None, value: bytes | None) -> tuple[list[PositionFix], list[BadFix]]:
+def checked_fix(data: dict[str, Any], now: datetime, window: TimeWindow, prefix: str = "") -> PositionFix:
+    """One fix, valid and dated within `window` of `now` (streams.timewindow), or `BadRecord`."""
+    fix: PositionFix = validated(PositionFix, data, prefix=prefix)
+    problem = window.problem(fix.at, now)
+    if problem is not None:
+        raise BadRecord(f"{prefix}at: {problem}")
+    return fix
+
+
+def read_fixes(
+    key: bytes | None, value: bytes | None, now: datetime, window: TimeWindow = HARD
+) -> tuple[list[PositionFix], list[BadFix]]:
     """The fixes of one record, and the bad ones of a batch. A record that is unusable as a
-    whole (not JSON, not an object, a lone fix invalid or wrongly keyed) raises `BadRecord`."""
+    whole (not JSON, not an object, a lone fix invalid or wrongly keyed) raises `BadRecord`.
+    A fix dated outside `window` of `now` is bad: one dated far ahead would be taken as the
+    newest for ever."""
     data = decode_object(value)
     if BATCH_FIELD not in data or "responder_id" in data:
-        fix: PositionFix = validated(PositionFix, data)
+        fix = checked_fix(data, now, window)
         check_key(key, "responder_id", fix.responder_id)
         return [fix], []
     items = data[BATCH_FIELD]
@@ -72,7 +87,7 @@ def read_fixes(key: bytes | None, value: bytes | None) -> tuple[list[PositionFix
             bad.append(BadFix(f"{BATCH_FIELD}.{i}: not a JSON object but {kind_of(item)}", raw))
             continue
         try:
-            good.append(validated(PositionFix, item, prefix=f"{BATCH_FIELD}.{i}."))
+            good.append(checked_fix(item, now, window, prefix=f"{BATCH_FIELD}.{i}."))
         except BadRecord as exc:
             bad.append(BadFix(str(exc), raw))
     return good, bad

@@ -23,12 +23,14 @@ from dispatcher.responder import KINDS
 from streams import topics
 
 # KEYS[1] responder hash; its kind's GEO set is named from the kind stored in the hash.
-# ARGV: responder_id, lon, lat, at_ms, accuracy[, '0' when the fix is not a move to copy]
+# ARGV: responder_id, lon, lat, at_ms, accuracy, '0' when the fix is not a move to copy, and the
+# latest time a stored fix may have (now, with the hosts' clock tolerance): a stored time beyond it
+# was dated in the future, and is no reason to ignore a real fix (it would pin the responder).
 _APPLY_POSITION = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local prev = tonumber(redis.call('HGET', KEYS[1], 'at_ms') or '-1')
 local at = tonumber(ARGV[4])
-if prev >= at then return 0 end
+if prev >= at and prev <= tonumber(ARGV[7]) then return 0 end
 redis.call('HSET', KEYS[1], 'lon', ARGV[2], 'lat', ARGV[3], 'at_ms', ARGV[4], 'accuracy_m', ARGV[5])
 if ARGV[6] ~= '0' then redis.call('SADD', 'MOVEDKEY', ARGV[1]) end
 local kind = redis.call('HGET', KEYS[1], 'kind')
@@ -61,6 +63,10 @@ if ARGV[3] == '1' and status == 'available' and lon and lat then
 end
 return 1
 """
+
+
+# Hosts' clocks may disagree by this much: a stored fix up to it ahead of our now is honoured.
+CLOCK_TOLERANCE_MS: Final = 2_000
 
 
 def _s(value: Any) -> str:
@@ -240,14 +246,19 @@ class LiveState:
     async def apply_position(
         self, responder_id: str, lon: float, lat: float, at_ms: int, accuracy_m: float | None
     ) -> int:
-        """1 applied, 0 older than what we hold, -1 unknown responder (no roster entry)."""
+        """1 applied, 0 older than what we hold, -1 unknown responder (no roster entry). A fix
+        is never taken as newer than now: one dated ahead (a phone's clock) counts as of now, and
+        a stored time ahead of now (dated in the future before this rule) is overwritten."""
+        now_ms = int(time.time() * 1000)
         keys = [topics.responder_key(responder_id)]
         args: list[str | int] = [
             responder_id,
             repr(lon),
             repr(lat),
-            at_ms,
+            min(at_ms, now_ms),
             "" if accuracy_m is None else repr(accuracy_m),
+            "1",
+            now_ms + CLOCK_TOLERANCE_MS,
         ]
         return int(await self._position(keys=keys, args=args))
 
@@ -260,14 +271,16 @@ class LiveState:
         if not fixes:
             return []
         pipe = self._r.pipeline(transaction=False)
+        now_ms = int(time.time() * 1000)
         for rid, lon, lat, at_ms, accuracy_m in fixes:
             args: list[str | int] = [
                 rid,
                 repr(lon),
                 repr(lat),
-                at_ms,
+                min(at_ms, now_ms),
                 "" if accuracy_m is None else repr(accuracy_m),
                 "1" if moved else "0",
+                now_ms + CLOCK_TOLERANCE_MS,
             ]
             await self._position(keys=[topics.responder_key(rid)], args=args, client=pipe)
         return [int(r) for r in await pipe.execute()]

@@ -23,6 +23,7 @@ from dispatcher.geo import GridIndex
 from streams.records import (
     SOURCE_ID_FIELD,
     SOURCE_MODELS,
+    SOURCE_TIME_FIELD,
     AppReport,
     CameraAlarm,
     HotlineTicket,
@@ -30,6 +31,7 @@ from streams.records import (
     Location,
     RawReport,
 )
+from streams.timewindow import HARD
 
 
 class BadRecord(ValueError):
@@ -78,6 +80,10 @@ def parse_payload(raw: RawReport) -> CameraAlarm | HotlineTicket | AppReport:
     except ValidationError as exc:
         raise BadRecord(describe_validation_error(exc, prefix="payload.")) from None
     assert isinstance(parsed, CameraAlarm | HotlineTicket | AppReport)
+    name = SOURCE_TIME_FIELD[raw.source]
+    problem = HARD.problem(getattr(parsed, name), raw.received_at)
+    if problem is not None:
+        raise BadRecord(f"payload.{name}: {problem}")
     return parsed
 
 

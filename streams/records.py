@@ -9,14 +9,27 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    StrictBool,
+    field_validator,
+)
 
 from dispatcher.category import CAMERA_ALARM_TYPES, CATEGORIES, HOTLINE_TIME_LIMITS
+from streams.timewindow import representable
 
-Lon = Annotated[float, Field(ge=-180, le=180, description="WGS-84 longitude, degrees")]
-Lat = Annotated[float, Field(ge=-90, le=90, description="WGS-84 latitude, degrees")]
-SourceId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")]
-Text = Annotated[str, Field(max_length=2000)]
+# Numbers are numbers: `true` or "106.5" is not a coordinate (lax parsing made `true` lon 1.0).
+Lon = Annotated[float, Field(strict=True, ge=-180, le=180, description="WGS-84 longitude, degrees")]
+Lat = Annotated[float, Field(strict=True, ge=-90, le=90, description="WGS-84 latitude, degrees")]
+# An id starts with a letter or digit: "..", "." or "-x" would name a path or an option.
+SourceId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$")]
+# Text a person reads: not blank (whitespace is stripped first), so a blank field is refused
+# by name instead of filing an incident that says nothing.
+Text = Annotated[str, Field(min_length=1, max_length=2000)]
 Source = Literal["camera", "hotline", "app"]
 # Closed vocabularies, declared in the OpenAPI document (the validators below word the refusal).
 AlarmType = Annotated[str, Field(json_schema_extra={"enum": list(CAMERA_ALARM_TYPES)})]
@@ -51,7 +64,7 @@ class CameraAlarm(_Contract):
     alarm_id: SourceId
     camera_id: SourceId
     alarm_type: AlarmType
-    confidence: float = Field(ge=0, le=1)
+    confidence: float = Field(strict=True, ge=0, le=1)
     occurred_at: AwareDatetime
     snapshot_url: HttpUrl | None = None
     stream_url: Annotated[str, Field(max_length=500, pattern=r"^(rtsp|rtmp|https?)://\S+$")] | None = None
@@ -68,10 +81,10 @@ class HotlineTicket(_Contract):
     ticket_no: SourceId
     received_at: AwareDatetime
     caller_phone: Annotated[str, Field(pattern=r"^\+?[0-9\-]{5,20}$")]
-    caller_name: Annotated[str, Field(max_length=50)] | None = None
+    caller_name: Annotated[str, Field(min_length=1, max_length=50)] | None = None
     category: CategoryCode
     description: Text
-    address: Annotated[str, Field(max_length=200)] | None = None
+    address: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     lon: Lon
     lat: Lat
     time_limit: TimeLimit
@@ -104,7 +117,7 @@ class PositionFix(_Contract):
     lon: Lon
     lat: Lat
     at: AwareDatetime
-    accuracy_m: float | None = Field(default=None, ge=0, le=100_000)
+    accuracy_m: float | None = Field(default=None, strict=True, ge=0, le=100_000)
 
 
 class PositionBatch(_Contract):
@@ -116,7 +129,7 @@ class ResponderUpsert(_Contract):
     kind: Literal["police", "grid_worker", "volunteer"]
     org: Annotated[str, Field(min_length=1, max_length=100)]
     skills: Annotated[list[Annotated[str, Field(min_length=1, max_length=40)]], Field(max_length=50)] = []
-    on_duty: bool
+    on_duty: StrictBool
     grid_id: SourceId | None = None
 
 
@@ -132,6 +145,15 @@ SOURCE_MODELS: dict[str, type[_Contract]] = {
     "app": AppReport,
 }
 SOURCE_ID_FIELD: dict[str, str] = {"camera": "alarm_id", "hotline": "ticket_no", "app": "report_id"}
+# The source's own time of each channel: held to the plausible window (streams.timewindow).
+SOURCE_TIME_FIELD: dict[str, str] = {"camera": "occurred_at", "hotline": "received_at", "app": "reported_at"}
+
+
+def _representable(value: datetime) -> datetime:
+    problem = representable(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
 
 
 class RawReport(BaseModel):
@@ -139,9 +161,11 @@ class RawReport(BaseModel):
 
     tracking_no: str
     source: Source
-    received_at: datetime
+    received_at: AwareDatetime
     payload: dict[str, Any]
     intake_ns: int | None = None  # wall clock at intake, for end-to-end latency figures
+
+    _times = field_validator("received_at")(_representable)
 
 
 class Location(BaseModel):
@@ -183,6 +207,10 @@ class IncidentRecord(BaseModel):
     time_limit: str | None = None
     intake_ns: int | None = None
 
+    # A record the dispatcher could not store (a DataError, retried, then an "internal error")
+    # is refused here, by name, instead.
+    _times = field_validator("occurred_at", "received_at", "due_at")(_representable)
+
 
 class Recommended(BaseModel):
     responder_id: str
@@ -202,6 +230,8 @@ class EnrichedIncident(IncidentRecord):
     enriched_at: datetime
     enrichment_id: str  # idempotency key of this enrichment (replays carry the same id)
 
+    _enriched_at = field_validator("enriched_at")(_representable)
+
 
 class DeadLetter(BaseModel):
     """`deadletter`: a record an agent could not use, and why."""
@@ -214,3 +244,6 @@ class DeadLetter(BaseModel):
     stage: str
     value: str  # the original bytes, decoded leniently
     at: datetime
+    # What the refusal leaves stuck for good (a report no stage will file, a command the outbox
+    # stops re-sending): nothing re-sends it; an operator must look. None: nothing is waiting.
+    stuck: str | None = None

@@ -10,18 +10,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import asyncpg
 import orjson
 import redis.asyncio as aioredis
 
 from dispatcher.geo import Grid, GridIndex
-from dispatcher.store import COMMAND_TIMEOUT_S, CONNECT_TIMEOUT_S
+from dispatcher.store import COMMAND_TIMEOUT_S, CONNECT_TIMEOUT_S, refuse_report_of
 from infra.settings import Settings
 from streams import livestate
 from streams.deadletter import check_key, dead_letter, decode_object, validated
 from streams.enrich import Enricher
-from streams.fixes import fix_value, read_fixes
+from streams.fixes import checked_fix, fix_value, read_fixes
 from streams.livestate import LiveState
 from streams.normalise import BadRecord, CameraInfo, normalise, parse_payload
 from streams.records import (
@@ -109,6 +110,13 @@ class StreamService:
         assert self._live is not None, "StreamService.start() first"
         return self._live
 
+    async def refuse_report(self, topic: str, key: bytes | None, stage: str, reason: str) -> str | None:
+        """A report's record was refused for good: mark the report stuck (the intake stops
+        re-publishing it; its public status says so). Returns what the dead letter says is
+        stuck. If the database is away the mark is left undone: the report is re-published
+        later, refused again, and marked then."""
+        return await refuse_report_of(self._pool, topic, key, stage, reason)
+
     # --- reports.raw -> incidents.located ---------------------------------------------------
     async def camera(self, camera_id: str) -> CameraInfo | None:
         """Registry lookup: Redis first, PostgreSQL (the system of record) on a miss."""
@@ -146,9 +154,10 @@ class StreamService:
         tried again (applying a fix twice changes nothing)."""
         letters: list[Letter] = []
         fixes: list[tuple[int, PositionFix]] = []
+        now = datetime.now(UTC)
         for i, (key, value) in enumerate(records):
             try:
-                good, bad = read_fixes(key, value)
+                good, bad = read_fixes(key, value, now, self.settings.time_window)
             except BadRecord as exc:
                 letters.append(Letter(i, str(exc)))
                 continue
@@ -167,7 +176,7 @@ class StreamService:
 
     async def apply_position(self, key: bytes | None, value: bytes | None) -> int:
         """A record of one fix, keyed by its responder id."""
-        fix: PositionFix = validated(PositionFix, decode_object(value))
+        fix = checked_fix(decode_object(value), datetime.now(UTC), self.settings.time_window)
         check_key(key, "responder_id", fix.responder_id)
         return await self.apply_fix(fix)
 

@@ -5,17 +5,21 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from console.intake import IntakeService, NotDurable, UnknownReference
+from console.intake import IntakeService, InvalidField, NotDurable, UnknownReference
+from dispatcher import store
 from infra.kafka_admin import create_topics
 from infra.settings import Settings
 from streams import topics
 from streams.records import AppReport, CameraAlarm, PositionBatch
+from streams.timewindow import TimeWindow
+from tests.times import recent
 
 
 @pytest.fixture
@@ -55,7 +59,7 @@ def report(report_id: str) -> AppReport:
         {
             "report_id": report_id,
             "reporter_id": "r-1",
-            "reported_at": "2026-11-22T09:32:00+08:00",
+            "reported_at": recent(),
             "category": "garbage_overflow",
             "description": "垃圾桶满了",
             "lon": 106.53,
@@ -249,20 +253,138 @@ async def test_unknown_camera_and_responder_are_refused_naming_the_field(
             "camera_id": "00000000000000000000",
             "alarm_type": "fight",
             "confidence": 0.5,
-            "occurred_at": "2026-11-22T09:30:00+08:00",
+            "occurred_at": recent(),
         }
     )
     with pytest.raises(UnknownReference) as err:
         await intake.accept("camera", alarm)
     assert err.value.field == "camera_id"
     batch = PositionBatch.model_validate(
-        {
-            "positions": [
-                {"responder_id": "NOBODY", "lon": 106.5, "lat": 29.6, "at": "2026-11-22T09:30:05+08:00"}
-            ]
-        }
+        {"positions": [{"responder_id": "NOBODY", "lon": 106.5, "lat": 29.6, "at": recent()}]}
     )
     with pytest.raises(UnknownReference) as err:
         await intake.accept_positions(batch)
     assert err.value.field == "positions.0.responder_id"
     assert await pool.fetchval("SELECT count(*) FROM reports WHERE source_id = 'CAM-x'") == 0
+
+
+@pytest.mark.parametrize(
+    ("source", "body", "field"),
+    [
+        ("app", {"reported_at": "9999-12-31T23:00:00+08:00"}, "reported_at"),
+        ("app", {"reported_at": "0001-01-01T00:00:00+08:00"}, "reported_at"),
+        ("app", {"reported_at": "1970-01-01T08:00:00+08:00"}, "reported_at"),
+        ("app", {"reported_at": "2100-01-01T00:00:00+08:00"}, "reported_at"),
+    ],
+)
+async def test_a_time_no_later_stage_could_use_is_refused_at_the_door(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, source: str, body: dict[str, str], field: str
+) -> None:
+    """A 202 is a promise: a time outside the plausible window is a 422 naming the field, and
+    nothing is recorded (it used to be acknowledged, dead-lettered and re-published for ever)."""
+    intake = IntakeService(pool, producer, window=TimeWindow(timedelta(minutes=5), timedelta(days=30)))
+    rid = f"SSP-{uuid.uuid4().hex[:8]}"
+    bad = AppReport.model_validate({**report(rid).model_dump(mode="json"), **body})
+    with pytest.raises(InvalidField) as err:
+        await intake.accept(source, bad)
+    assert err.value.field == field
+    assert await pool.fetchval("SELECT count(*) FROM reports WHERE source_id = $1", rid) == 0
+
+
+async def test_the_window_is_the_configured_one(pool: asyncpg.Pool, producer: AIOKafkaProducer) -> None:
+    rid = f"SSP-{uuid.uuid4().hex[:8]}"
+    two_days_ago = AppReport.model_validate(
+        {**report(rid).model_dump(mode="json"), "reported_at": recent(timedelta(days=2))}
+    )
+    strict = IntakeService(pool, producer, window=TimeWindow(timedelta(minutes=5), timedelta(days=1)))
+    with pytest.raises(InvalidField, match="more than 1 day before"):
+        await strict.accept("app", two_days_ago)
+    assert (await IntakeService(pool, producer).accept("app", two_days_ago)).created
+
+
+async def test_a_fix_dated_ahead_is_refused_far_ahead_and_taken_as_of_arrival_near(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, broker: str
+) -> None:
+    """A fix dated far in the future used to pin its responder: every later real fix looked
+    older. Far ahead is refused by name; a little ahead (a phone's clock) counts as of arrival."""
+    await pool.execute(
+        """INSERT INTO responders (responder_id, name, kind, org, on_duty)
+           VALUES ('FIX-P1', '测试', 'police', '派出所', true) ON CONFLICT DO NOTHING"""
+    )
+    intake = IntakeService(pool, producer, window=TimeWindow(timedelta(minutes=5), timedelta(days=30)))
+    far = PositionBatch.model_validate(
+        {
+            "positions": [
+                {"responder_id": "FIX-P1", "lon": 106.5, "lat": 29.6, "at": recent()},
+                {"responder_id": "FIX-P1", "lon": 106.5, "lat": 29.6, "at": "2099-01-01T00:00:00+08:00"},
+            ]
+        }
+    )
+    with pytest.raises(InvalidField) as err:
+        await intake.accept_positions(far)
+    assert err.value.field == "positions.1.at" and "future" in str(err.value)
+
+    before = datetime.now(UTC)
+    near = PositionBatch.model_validate(
+        {
+            "positions": [
+                {"responder_id": "FIX-P1", "lon": 106.51, "lat": 29.61, "at": recent(-timedelta(minutes=4))}
+            ]
+        }
+    )
+    assert await intake.accept_positions(near) == 1
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker, fetch_max_wait_ms=10, group_id=None)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topics.POSITIONS_RAW, p) for p in range(4)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        sent = []
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            for recs in (await consumer.getmany(timeout_ms=200)).values():
+                sent += [orjson.loads(r.value) for r in recs if r.key == b"FIX-P1"]
+    finally:
+        await consumer.stop()
+    [fix] = [f for f in sent if f["lon"] == 106.51]
+    at = datetime.fromisoformat(fix["at"])
+    assert before <= at <= datetime.now(UTC)  # as of its arrival, not four minutes ahead
+
+
+async def test_a_report_refused_for_good_is_not_published_again_and_says_so(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, broker: str
+) -> None:
+    """A report some stage dead-lettered for a permanent reason is stuck, not lost: the
+    reconciler leaves it alone (it used to re-publish it with back-off, for nothing)."""
+    intake = IntakeService(pool, producer)
+    rid = f"SSP-{uuid.uuid4().hex[:8]}"
+    accepted = await intake.accept("app", report(rid))
+    await pool.execute(
+        # published long before anything else was filed: the reconciler would judge it lost
+        """UPDATE reports SET received_at = received_at - interval '1 hour',
+                              published_at = published_at - interval '1 hour'
+            WHERE tracking_no = $1""",
+        accepted.tracking_no,
+    )
+    assert await store.refuse_report(pool, accepted.tracking_no, "normalise", "payload.x: bad")
+    await intake.reconcile(redeliver_after_s=1, max_attempts=8)
+    assert await sends(pool, accepted.tracking_no) == 1  # the first publish only
+    row = await pool.fetchrow(
+        "SELECT refused_stage, refused_reason FROM reports WHERE tracking_no = $1", accepted.tracking_no
+    )
+    assert tuple(row) == ("normalise", "payload.x: bad")
+    # a report that was filed is never marked (the filing is what counts)
+    await pool.execute(
+        "UPDATE reports SET incident_id = 'INC-x' WHERE tracking_no = $1", accepted.tracking_no
+    )
+    assert not await store.refuse_report(pool, accepted.tracking_no, "enrich", "late letter")
+
+
+def test_the_report_a_refused_record_carries_is_named_by_its_key() -> None:
+    assert store.tracking_no_of(topics.REPORTS_RAW, b"A20261205-1") == "A20261205-1"
+    assert store.tracking_no_of(topics.INCIDENTS_ENRICHED, b"INC-A20261205-1") == "A20261205-1"
+    assert store.tracking_no_of(topics.INCIDENTS_LOCATED, b"INC-A1") == "A1"
+    assert store.tracking_no_of(topics.INCIDENTS_LOCATED, b"A1") is None
+    assert store.tracking_no_of(topics.INCIDENTS_COMMANDS, b"INC-A1") is None
+    assert store.tracking_no_of(topics.REPORTS_RAW, None) is None
+    assert store.tracking_no_of(topics.REPORTS_RAW, b"\xff") is None

@@ -29,6 +29,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from dispatcher.lifecycle import OPEN_STATES
 from infra.seed import DEMO_API_KEYS
 from infra.settings import Settings
+from tests.times import recent
 
 ACCEPT_TIMEOUT_S = 5  # the drills' plans: offers nobody takes expire and go to the next responder
 OPEN = frozenset(s.value for s in OPEN_STATES)
@@ -87,7 +88,7 @@ def _report(rid: str) -> dict[str, Any]:
     return {
         "report_id": rid,
         "reporter_id": f"resident-{rng.randrange(10_000)}",
-        "reported_at": "2026-11-22T09:32:00+08:00",
+        "reported_at": recent(),
         "category": rng.choice(CATEGORIES),
         "description": "演练上报",
         "lon": round(rng.uniform(106.508, 106.570), 6),

@@ -29,6 +29,7 @@ from infra.seed import DEMO_API_KEYS, seed_all
 from infra.settings import Settings
 from infra.stack import Supervisor, isolated_settings
 from tests.conftest import tansu
+from tests.times import recent
 
 KEYS = DEMO_API_KEYS
 
@@ -174,7 +175,7 @@ def app_report(
     return {
         "report_id": report_id,
         "reporter_id": "resident-1029",
-        "reported_at": "2026-11-22T09:32:00+08:00",
+        "reported_at": recent(),
         "category": category,
         "description": "垃圾桶满了",
         "lon": lon,
@@ -188,7 +189,7 @@ def hotline_ticket(ticket_no: str, lon: float | None = None, lat: float | None =
         lon, lat = _spot()
     return {
         "ticket_no": ticket_no,
-        "received_at": "2026-11-22T09:31:00+08:00",
+        "received_at": recent(),
         "caller_phone": "13800138000",
         "caller_name": "李女士",
         "category": "cooking_fumes",
@@ -210,7 +211,7 @@ def camera_alarm(
         "camera_id": camera_id,
         "alarm_type": alarm_type,
         "confidence": 0.91,
-        "occurred_at": "2026-11-22T09:30:00+08:00",
+        "occurred_at": recent(),
         "snapshot_url": "http://video.example/snap/42.jpg",
         "stream_url": "rtsp://video.example/live/42",
     }

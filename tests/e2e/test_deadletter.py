@@ -26,7 +26,9 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
+from console.main import RECONCILE_EVERY_S
 from dispatcher import casestore, store
+from dispatcher.geo import GridIndex
 from infra.settings import Settings
 from streams import topics
 from streams.livestate import LiveState
@@ -310,3 +312,56 @@ async def wait_for(check: Callable[[], Awaitable[bool]], what: str, timeout: flo
             return
         await asyncio.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_a_recorded_report_refused_for_good_at_any_stage_is_stuck_not_resent(
+    stack: Settings, http: httpx.AsyncClient, stack_pg: asyncpg.Pool
+) -> None:
+    """An acknowledged report whose record a stage refuses for a permanent reason (written by
+    something other than our intake: ours refuses such times at the door) is marked stuck: the
+    dead letter says so, the public status says so (not 已受理 for ever), and the reconciler
+    does not re-publish it."""
+    marker = uid("STUCK")
+    reports = {stage: await recorded_report(stack_pg, f"{marker}-{stage}") for stage in ("n", "e", "d")}
+    poisoned_raw = orjson.loads(reports["n"].model_dump_json())
+    poisoned_raw["payload"]["reported_at"] = "9999-12-31T23:00:00+08:00"
+    located = orjson.loads(normalise(reports["e"], GridIndex([])).model_dump_json())  # then spoiled
+    located["severity"] = "high"
+    enriched = {**orjson.loads(normalise(reports["d"], GridIndex([])).model_dump_json())}
+    enriched |= {"nearest": "none", "enriched_at": datetime.now(UTC).isoformat(), "enrichment_id": marker}
+    sends = [
+        (topics.REPORTS_RAW, reports["n"].tracking_no, poisoned_raw, "normalise"),
+        (topics.INCIDENTS_LOCATED, f"INC-{reports['e'].tracking_no}", located, "enrich"),
+        (topics.INCIDENTS_ENRICHED, f"INC-{reports['d'].tracking_no}", enriched, "dispatcher"),
+    ]
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_servers, acks="all")
+    await producer.start()
+    try:
+        for topic, key, value, _ in sends:
+            await producer.send_and_wait(topic, key=key.encode(), value=orjson.dumps(value))
+    finally:
+        await producer.stop()
+    letters = await collect(
+        stack.kafka_servers, topics.DEADLETTER, lambda v: marker in (v.get("key") or ""), len(sends)
+    )
+    assert len(letters) == len(sends), letters
+    for (_, key, _, stage), report in zip(sends, reports.values(), strict=True):
+        [letter] = [lt for lt in letters if lt["key"] == key]
+        assert letter["stage"] == stage, letter
+        assert letter["stuck"] == f"report {report.tracking_no}: refused for good, not re-published", letter
+        row = await stack_pg.fetchrow(
+            "SELECT refused_stage, attempts FROM reports WHERE tracking_no = $1", report.tracking_no
+        )
+        assert row["refused_stage"] == stage
+        progress = (await http.get(f"/api/v1/reports/{report.tracking_no}")).json()
+        assert progress["status"] == "stuck" and progress["status_label"] == "受理异常，待工作人员人工核查"
+    # published "long ago" and not filed: the reconciler would re-send it, were it not stuck
+    await stack_pg.execute(
+        """UPDATE reports SET published_at = now() - interval '1 hour',
+                              received_at = now() - interval '1 hour'
+            WHERE tracking_no LIKE $1""",
+        f"{marker}-%",
+    )
+    await asyncio.sleep(2 * RECONCILE_EVERY_S + 1)  # the reconciler's rounds
+    attempts = await stack_pg.fetch("SELECT attempts FROM reports WHERE tracking_no LIKE $1", f"{marker}-%")
+    assert [r["attempts"] for r in attempts] == [0, 0, 0]

@@ -20,6 +20,7 @@ from infra.settings import Settings
 from streams import topics
 from streams.livestate import LiveState
 from tests.e2e.conftest import KEYS, Console, app_report, camera_alarm, hotline_ticket, incident_id
+from tests.times import recent
 
 pytestmark = pytest.mark.e2e
 
@@ -195,22 +196,14 @@ async def test_a_duplicate_post_creates_nothing(
         (
             "positions",
             "positions",
-            {
-                "positions": [
-                    {"responder_id": "NOBODY", "lon": 106.5, "lat": 29.6, "at": "2026-11-22T09:30:05+08:00"}
-                ]
-            },
+            {"positions": [{"responder_id": "NOBODY", "lon": 106.5, "lat": 29.6, "at": recent()}]},
             422,
             "positions.0.responder_id",
         ),
         (
             "positions",
             "positions",
-            {
-                "positions": [
-                    {"responder_id": "P-0001", "lon": 106.5, "lat": 95, "at": "2026-11-22T09:30:05+08:00"}
-                ]
-            },
+            {"positions": [{"responder_id": "P-0001", "lon": 106.5, "lat": 95, "at": recent()}]},
             422,
             "positions.0.lat",
         ),

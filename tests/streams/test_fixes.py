@@ -17,6 +17,7 @@ from streams.normalise import BadRecord
 from streams.records import PositionFix
 
 AT = "2026-11-22T09:30:05+08:00"
+NOW = datetime.fromisoformat("2026-11-22T09:31:00+08:00")  # the clock the tests read fixes by
 
 
 def fix(rid: str, lon: float = 106.53, **extra: object) -> dict[str, object]:
@@ -24,17 +25,17 @@ def fix(rid: str, lon: float = 106.53, **extra: object) -> dict[str, object]:
 
 
 def test_a_lone_fix_is_keyed_by_its_responder() -> None:
-    [got], bad = read_fixes(b"P-1", orjson.dumps(fix("P-1", accuracy_m=8)))
+    [got], bad = read_fixes(b"P-1", orjson.dumps(fix("P-1", accuracy_m=8)), NOW)
     assert (got.responder_id, got.lon, got.accuracy_m, bad) == ("P-1", 106.53, 8, [])
     with pytest.raises(BadRecord, match="key"):
-        read_fixes(b"P-2", orjson.dumps(fix("P-1")))
+        read_fixes(b"P-2", orjson.dumps(fix("P-1")), NOW)
     with pytest.raises(BadRecord, match="lat"):
-        read_fixes(b"P-1", orjson.dumps(fix("P-1") | {"lat": 91}))
+        read_fixes(b"P-1", orjson.dumps(fix("P-1") | {"lat": 91}), NOW)
 
 
 def test_a_batch_names_each_bad_fix_and_keeps_the_rest() -> None:
     value = orjson.dumps({"positions": [fix("P-1"), fix("P-2", lon="east"), 7, fix("P-3")]})
-    good, bad = read_fixes(None, value)
+    good, bad = read_fixes(None, value, NOW)
     assert [f.responder_id for f in good] == ["P-1", "P-3"]
     assert [b.reason.split(":")[0] for b in bad] == ["positions.1.lon", "positions.2"]
     assert "not a JSON object but a number" in bad[1].reason
@@ -50,7 +51,7 @@ def test_a_batch_names_each_bad_fix_and_keeps_the_rest() -> None:
 )
 def test_a_batch_that_is_unusable_as_a_whole_is_refused(value: object, words: str) -> None:
     with pytest.raises(BadRecord, match=words.split(" but ")[0]):
-        read_fixes(None, orjson.dumps(value))
+        read_fixes(None, orjson.dumps(value), NOW)
 
 
 def test_fixes_are_grouped_by_their_responders_partition() -> None:
@@ -101,7 +102,7 @@ async def test_a_batch_lands_where_each_responders_keyed_fix_does(
             for tp, records in (await consumer.getmany(timeout_ms=200)).items():
                 for r in records:
                     if r.key is None:
-                        good, bad = read_fixes(r.key, r.value)
+                        good, bad = read_fixes(r.key, r.value, datetime.now(UTC))
                         assert not bad
                         landed |= {f.responder_id: tp.partition for f in good}
     finally:

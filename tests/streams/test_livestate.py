@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -55,3 +57,24 @@ async def test_the_busy_set_follows_set_status(live: LiveState) -> None:
     assert await live.busy() == set()
     assert not await live.set_status("P-unknown", "busy")  # no roster entry: nothing filed
     assert await live.busy() == set()
+
+
+async def test_a_fix_dated_ahead_counts_as_now_and_a_stored_future_time_does_not_pin(
+    live: LiveState, redis: aioredis.Redis
+) -> None:
+    """A fix dated a year ahead used to freeze its responder: every real fix after it was
+    'older' and ignored, so they were recommended from a stale place."""
+    await live.apply_rosters([("V-9", ROSTER)])
+    now_ms = int(time.time() * 1000)
+    year = 365 * 86400 * 1000
+    assert await live.apply_position("V-9", 106.50, 29.60, now_ms + year, None) == 1
+    stored = int((await redis.hget(topics.responder_key("V-9"), "at_ms")).decode())
+    assert stored <= int(time.time() * 1000)  # taken as of now, not a year ahead
+    await asyncio.sleep(0.01)
+    assert await live.apply_position("V-9", 106.51, 29.61, int(time.time() * 1000), None) == 1  # a real move
+    # a far-future time already stored (written before this rule) is no reason to ignore a fix
+    await redis.hset(topics.responder_key("V-9"), "at_ms", str(now_ms + year))
+    assert await live.apply_positions([("V-9", 106.52, 29.62, int(time.time() * 1000), None)]) == [1]
+    assert (await live.responder("V-9"))["lon"] == "106.52"
+    # ordinary order still holds: an older fix changes nothing
+    assert await live.apply_position("V-9", 106.60, 29.70, now_ms - 60_000, None) == 0

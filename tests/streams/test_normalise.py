@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
+from pydantic import ValidationError
 
 from dispatcher.category import CAMERA_RESPONSE_LIMIT
 from dispatcher.geo import Grid, GridIndex
@@ -19,7 +20,7 @@ from streams.normalise import (
     normalise,
     parse_payload,
 )
-from streams.records import RawReport
+from streams.records import IncidentRecord, RawReport
 
 
 def square(x0: float, y0: float, x1: float, y1: float) -> dict[str, object]:
@@ -153,6 +154,18 @@ def test_bad_record_is_a_value_error() -> None:
         ("app", {"report_id": "has spaces in it"}, "payload.report_id"),
         ("app", {"photo_urls": ["http://a.example/1.jpg"] * 10}, "payload.photo_urls"),
         ("app", {"reported_at": ...}, "payload.reported_at"),
+        # times a later stage cannot use (OverflowError, a DataError) or has no use for
+        ("app", {"reported_at": "9999-12-31T23:00:00+08:00"}, "payload.reported_at"),
+        ("app", {"reported_at": "0001-01-01T00:00:00+08:00"}, "payload.reported_at"),
+        ("camera", {"occurred_at": "1970-01-01T08:00:00+08:00"}, "payload.occurred_at"),
+        ("hotline", {"received_at": "2100-01-01T00:00:00+08:00"}, "payload.received_at"),
+        # loose input the contract used to take: a boolean or a string as a number, blank text
+        ("app", {"lon": True}, "payload.lon"),
+        ("app", {"lat": "29.63"}, "payload.lat"),
+        ("camera", {"confidence": "0.9"}, "payload.confidence"),
+        ("app", {"description": "   "}, "payload.description"),
+        ("hotline", {"caller_name": " "}, "payload.caller_name"),
+        ("app", {"reporter_id": ".."}, "payload.reporter_id"),
     ],
 )
 def test_payload_errors_name_the_field(source: str, changes: dict[str, Any], field: str) -> None:
@@ -323,3 +336,23 @@ def test_incident_id_is_deterministic_from_tracking_no() -> None:
 def test_record_survives_json_round_trip() -> None:
     rec = normalise(raw("hotline"), GRIDS)
     assert type(rec).model_validate(orjson.loads(rec.model_dump_json())) == rec
+
+
+@pytest.mark.parametrize(
+    "received_at", ["9999-12-31T23:00:00-08:00", "0001-01-01T00:00:00+08:00", "1999-12-31T00:00:00Z"]
+)
+def test_a_raw_record_received_at_an_unusable_time_is_refused_not_crashed_on(received_at: str) -> None:
+    value = orjson.dumps(
+        {"tracking_no": "T", "source": "app", "received_at": received_at, "payload": APP_PAYLOAD}
+    )
+    with pytest.raises(BadRecord, match="received_at"):
+        decode_raw(value)
+
+
+def test_an_incident_record_with_a_time_the_dispatcher_cannot_store_is_refused_by_name() -> None:
+    """The dispatcher used to retry it (asyncpg DataError) and dead-letter an 'internal error'."""
+    record = normalise(raw("app"), GRIDS)
+    data = orjson.loads(record.model_dump_json())
+    for name in ("occurred_at", "received_at", "due_at"):
+        with pytest.raises(ValidationError, match=name):
+            IncidentRecord.model_validate({**data, name: "9999-12-31T23:59:59-08:00"})
