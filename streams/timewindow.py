@@ -46,17 +46,24 @@ class TimeWindow:
 
     def problem(self, at: datetime, now: datetime) -> str | None:
         """Why `at` is not plausible for something arriving at `now`, or None."""
-        if at.tzinfo is None or at.utcoffset() is None:
-            return "must carry its UTC offset, e.g. 2026-11-22T09:30:00+08:00"
-        try:
-            utc = at.astimezone(UTC)
-        except (OverflowError, ValueError):
-            return "lies outside any time the centre can record"
+        utc = _in_utc(at)
+        if isinstance(utc, str):
+            return utc
         if utc > now + self.max_future:
             return f"lies in the future (more than {_words(self.max_future)} after it arrived)"
         if utc < now - self.max_age:
             return f"is too old (more than {_words(self.max_age)} before it arrived)"
         return None
+
+
+def _in_utc(at: datetime) -> datetime | str:
+    """`at` in UTC, or why it has no place in UTC (no offset; the year 0 or 10000 there)."""
+    if at.tzinfo is None or at.utcoffset() is None:
+        return "must carry its UTC offset, e.g. 2026-11-22T09:30:00+08:00"
+    try:
+        return at.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return "lies outside any time the centre can record"
 
 
 def _words(span: timedelta) -> str:
@@ -74,12 +81,9 @@ HARD: Final = TimeWindow(HARD_MAX_FUTURE, HARD_MAX_AGE)
 def representable(at: datetime) -> str | None:
     """Why `at` cannot be carried through the pipeline at all (stored, have clocks added), or
     None. For times that are not measured against an arrival (a record's own `received_at`)."""
-    if at.tzinfo is None or at.utcoffset() is None:
-        return "must carry its UTC offset"
-    try:
-        utc = at.astimezone(UTC)
-    except (OverflowError, ValueError):
-        return "lies outside any time the centre can record"
+    utc = _in_utc(at)
+    if isinstance(utc, str):
+        return utc
     if not EARLIEST <= utc < LATEST:
         return f"lies outside {EARLIEST:%Y} to {LATEST:%Y}"
     return None

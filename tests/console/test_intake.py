@@ -68,21 +68,22 @@ def report(report_id: str) -> AppReport:
     )
 
 
-async def raw_records(broker: str, tracking_no: str) -> list[dict[str, object]]:
+async def raw_records(broker: str, key: str, topic: str = topics.REPORTS_RAW) -> list[dict[str, object]]:
+    """Every record on `topic` keyed `key` (a tracking number, a responder id)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=broker, fetch_max_wait_ms=10, group_id=None)
     await consumer.start()
     try:
         await consumer.topics()
-        parts = consumer.partitions_for_topic(topics.REPORTS_RAW) or set()
+        parts = consumer.partitions_for_topic(topic) or set()
         assert parts
-        tps = [TopicPartition(topics.REPORTS_RAW, p) for p in parts]
+        tps = [TopicPartition(topic, p) for p in parts]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         found = []
         while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
             for recs in (await consumer.getmany(timeout_ms=200)).values():
-                found += [orjson.loads(r.value) for r in recs if r.key == tracking_no.encode()]
+                found += [orjson.loads(r.value) for r in recs if r.key == key.encode()]
         return found
     finally:
         await consumer.stop()
@@ -333,19 +334,7 @@ async def test_a_fix_dated_ahead_is_refused_far_ahead_and_taken_as_of_arrival_ne
         }
     )
     assert await intake.accept_positions(near) == 1
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker, fetch_max_wait_ms=10, group_id=None)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topics.POSITIONS_RAW, p) for p in range(4)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        sent = []
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            for recs in (await consumer.getmany(timeout_ms=200)).values():
-                sent += [orjson.loads(r.value) for r in recs if r.key == b"FIX-P1"]
-    finally:
-        await consumer.stop()
+    sent = await raw_records(broker, "FIX-P1", topics.POSITIONS_RAW)
     [fix] = [f for f in sent if f["lon"] == 106.51]
     at = datetime.fromisoformat(fix["at"])
     assert before <= at <= datetime.now(UTC)  # as of its arrival, not four minutes ahead
