@@ -143,15 +143,27 @@ class Supervisor:
         self.procs.append((name, proc))
         self.specs[name] = (module, env)
 
-    def kill(self, name: str, keep_down: bool = False) -> None:
-        """SIGKILL one service (fault drills): no graceful shutdown, no last commit. `watch`
-        brings it back unless `keep_down` (a worker lost for good: the others take over)."""
+    def pid(self, name: str) -> int | None:
+        """The pid of the running service `name`, or None when it is not running."""
         for n, proc in self.procs:
             if n == name and proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+                return proc.pid
+        return None
+
+    def kill(self, name: str, keep_down: bool = False) -> int:
+        """SIGKILL one service (fault drills): no graceful shutdown, no last commit. `watch`
+        brings it back unless `keep_down` (a worker lost for good: the others take over).
+        Returns the pid it killed, once that process is gone; a name with no running process
+        is an error (a drill that killed nothing would prove nothing)."""
+        victims = [proc for n, proc in self.procs if n == name and proc.poll() is None]
+        if not victims:
+            raise LookupError(f"no running service named {name!r}: {sorted(n for n, _ in self.procs)}")
+        [proc] = victims
+        proc.kill()
+        proc.wait(10)
         if keep_down:
             self.down.add(name)
+        return proc.pid
 
     def restart(self, name: str) -> None:
         module, env = self.specs[name]

@@ -36,9 +36,26 @@ OPEN = frozenset(s.value for s in OPEN_STATES)
 CATEGORIES = ("garbage_overflow", "road_damage", "streetlight", "noise", "sewage")
 
 
+# Poisoned reports a hostile or broken sender posts among the good ones (issue 14): each is
+# valid JSON that a later stage could not use, and must be refused at the door with a 422
+# naming the field, never acknowledged and then lost. (field, value) replaces the good one.
+POISONS: tuple[tuple[str, Any], ...] = (
+    ("reported_at", "9999-12-31T23:00:00+08:00"),
+    ("reported_at", "0001-01-01T00:00:00+08:00"),
+    ("reported_at", "1970-01-01T08:00:00+08:00"),
+    ("reported_at", "2100-01-01T00:00:00+08:00"),
+    ("lon", True),
+    ("lat", "29.63"),
+    ("description", "   "),
+    ("description", "回电\u0000"),
+)
+POISON_EVERY = 5  # one report in five is poisoned
+
+
 @dataclass
 class Traffic:
-    """Reports at `rate` a second, each retried until acknowledged (or the deadline)."""
+    """Reports at `rate` a second, each retried until acknowledged (or the deadline); one in
+    POISON_EVERY is poisoned, and must be refused by name."""
 
     base_url: str
     rate: float
@@ -46,6 +63,8 @@ class Traffic:
     acknowledged: dict[str, str] = field(default_factory=dict)  # report id -> tracking number
     posted: set[str] = field(default_factory=set)
     refused: dict[str, str] = field(default_factory=dict)  # 4xx: a bug in the drill or intake
+    poisoned: dict[str, str] = field(default_factory=dict)  # report id -> the field poisoned
+    poison_refused: set[str] = field(default_factory=set)  # refused by a 422 naming that field
     retries: int = 0
     _senders: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -55,7 +74,12 @@ class Traffic:
                 if stop.is_set():
                     break
                 rid = f"DRILL-{self.tag}-{n:05d}-{uuid.uuid4().hex[:6]}"
-                task = asyncio.create_task(self._send(http, rid, _report(rid)))
+                body = _report(rid)
+                if n % POISON_EVERY == POISON_EVERY - 1:
+                    name, value = POISONS[(n // POISON_EVERY) % len(POISONS)]
+                    body[name] = value
+                    self.poisoned[rid] = name
+                task = asyncio.create_task(self._send(http, rid, body))
                 self._senders.add(task)
                 task.add_done_callback(self._senders.discard)
                 with contextlib.suppress(TimeoutError):
@@ -73,6 +97,11 @@ class Traffic:
                 )
             except httpx.HTTPError:
                 r = None
+            if r is not None and rid in self.poisoned and r.status_code == 422:
+                fields = [f["field"] for f in r.json().get("fields", [])]
+                if self.poisoned[rid] in fields:
+                    self.poison_refused.add(rid)
+                    return
             if r is not None and r.status_code in (200, 202):
                 self.acknowledged[rid] = r.json()["tracking_no"]
                 return
