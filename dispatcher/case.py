@@ -55,6 +55,7 @@ from dispatcher.task import (
 
 SYSTEM: Final = "system:dispatcher"
 TIMER_ACTOR: Final = "system:timer"
+MAX_INCIDENT_NOTE_CHARS: Final = 1000  # an operator's note (值班记录); the console server checks it too
 
 
 @dataclass(frozen=True, slots=True)
@@ -724,7 +725,7 @@ def _note(b: _Builder, ctx: Context) -> None:
     """An operator's note on the incident (值班记录): on the timeline, never public."""
     _require_operator(b.cmd)
     text = b.cmd.data.get("text")
-    if not isinstance(text, str) or not text.strip() or len(text) > 1000:
+    if not isinstance(text, str) or not text.strip() or len(text) > MAX_INCIDENT_NOTE_CHARS:
         raise IllegalTransition("text: a note of 1 to 1,000 characters")
     b.note("incident.note", public=False, text=text.strip())
 

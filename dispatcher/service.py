@@ -307,9 +307,11 @@ class IncidentService:
     async def refuse_for_good(self, cmd: CaseCommand, reason: str) -> None:
         """A command that failed for no transient reason, again and again (it was dead-lettered):
         its outbox row is closed (no more re-sends), and it is audited as failed. Idempotent."""
+        # what failed may be what cannot be stored (a NUL): the record keeps a storable copy
+        cmd = replace(cmd, reason=storable(cmd.reason), data=storable(cmd.data))
         async with self._pool.acquire() as conn, conn.transaction():
-            await outbox.refuse(conn, cmd.command_id, reason)
-            await self._audit(conn, cmd, "failed", reason)
+            await outbox.refuse(conn, cmd.command_id, storable(reason))
+            await self._audit(conn, cmd, "failed", storable(reason))
 
     async def _audit(
         self, conn: asyncpg.Connection, cmd: CaseCommand, outcome: str, detail: str | None
@@ -342,4 +344,16 @@ class IncidentService:
         return [{**store.event_view(e), "incident": view} for e in events]
 
 
-__all__ = ["Available", "Effect", "IncidentService", "Result"]
+def storable(value: Any) -> Any:
+    """`value` with every NUL (U+0000, which PostgreSQL text and jsonb cannot hold) shown as
+    U+FFFD, in strings at any depth."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value
+
+
+__all__ = ["Available", "Effect", "IncidentService", "Result", "storable"]

@@ -181,24 +181,33 @@ def _check_url(url: object, where: str) -> None:
         raise IllegalTransition(f"{where} must be an http(s) URL, got {url[:80]!r}")
 
 
+def check_note(note: object) -> None:
+    """A responder's note, as the domain takes it (the console server checks it the same way
+    before it acknowledges a command)."""
+    if not isinstance(note, str):
+        raise IllegalTransition(f"note must be text, got {type(note).__name__}")
+    if len(note) > MAX_NOTE_CHARS:
+        raise IllegalTransition(f"note is {len(note)} characters; at most {MAX_NOTE_CHARS}")
+
+
+def check_photos(urls: object) -> None:
+    """A task's photos, as the domain takes them (the console server checks them too)."""
+    if not isinstance(urls, list | tuple):
+        raise IllegalTransition(f"photo_urls must be a list of URLs, got {type(urls).__name__}")
+    if len(urls) > MAX_PHOTOS:
+        raise IllegalTransition(f"photo_urls has {len(urls)} photos; at most {MAX_PHOTOS}")
+    for i, url in enumerate(urls):
+        _check_url(url, f"photo_urls[{i}]")
+
+
 def _check_data(kind: TaskKind, cmd: TaskCommand) -> None:
     data: Mapping[str, Any] = cmd.data
     if not isinstance(data, Mapping):
         raise IllegalTransition(f"data must be a mapping, got {type(data).__name__}")
     if "note" in data:
-        note = data["note"]
-        if not isinstance(note, str):
-            raise IllegalTransition(f"note must be text, got {type(note).__name__}")
-        if len(note) > MAX_NOTE_CHARS:
-            raise IllegalTransition(f"note is {len(note)} characters; at most {MAX_NOTE_CHARS}")
+        check_note(data["note"])
     if "photo_urls" in data:
-        urls = data["photo_urls"]
-        if not isinstance(urls, list | tuple):
-            raise IllegalTransition(f"photo_urls must be a list of URLs, got {type(urls).__name__}")
-        if len(urls) > MAX_PHOTOS:
-            raise IllegalTransition(f"photo_urls has {len(urls)} photos; at most {MAX_PHOTOS}")
-        for i, url in enumerate(urls):
-            _check_url(url, f"photo_urls[{i}]")
+        check_photos(data["photo_urls"])
     verifying = kind is TaskKind.VERIFICATION and cmd.action is TaskAction.DONE
     if "passed" in data and not verifying:
         raise IllegalTransition("passed only belongs on a verification task's done")

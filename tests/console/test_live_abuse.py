@@ -13,6 +13,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from console.live import CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_UNAUTHORISED
+from dispatcher.task import MAX_NOTE_CHARS, MAX_PHOTOS
 from tests.console.live_harness import ORIGIN, Peer, expect_delta, live_centre
 
 
@@ -66,6 +67,7 @@ async def test_a_silent_connection_is_closed_after_the_auth_timeout(pg: asyncpg.
         assert centre.hub.client_count == 0
 
 
+PHOTO = "http://127.0.0.1/api/v1/photos/p1.jpg"
 MALFORMED: list[tuple[str | bytes, str, str]] = [
     ("not json", "malformed", "not a JSON object"),
     ("[1, 2]", "malformed", "not a JSON object"),
@@ -121,9 +123,18 @@ async def test_task_frames_with_wrong_fields_are_refused(pg: asyncpg.Pool) -> No
             ({"task_id": t}, "invalid", "task_action"),
             ({"task_id": t, "task_action": "explode"}, "invalid", "task_action"),
             ({"task_id": t, "task_action": "done", "note": 5}, "invalid", "note"),
-            ({"task_id": t, "task_action": "done", "note": "x" * 2001}, "invalid", "note"),
+            # the domain's own limits (the socket used to take 2,000 characters and 10 photos,
+            # acknowledge them, and the dispatcher then refused what it had acknowledged)
+            ({"task_id": t, "task_action": "done", "note": "x" * (MAX_NOTE_CHARS + 1)}, "invalid", "note"),
             ({"task_id": t, "task_action": "done", "photo_urls": "http://x"}, "invalid", "photo_urls"),
-            ({"task_id": t, "task_action": "done", "photo_urls": ["u"] * 11}, "invalid", "photo_urls"),
+            (
+                {"task_id": t, "task_action": "done", "photo_urls": [PHOTO] * (MAX_PHOTOS + 1)},
+                "invalid",
+                "photo_urls",
+            ),
+            ({"task_id": t, "task_action": "done", "photo_urls": ["ftp://x/1.jpg"]}, "invalid", "photo_urls"),
+            ({"task_id": t, "task_action": "done", "note": "回电\x00"}, "invalid", "note: must not contain"),
+            ({"task_id": t, "task_action": "done", "photo_urls": ["\x00"]}, "invalid", "photo_urls.0"),
             ({"task_id": t, "task_action": "done", "passed": "true"}, "invalid", "passed"),
             ({"task_id": 17, "task_action": "accept"}, "forbidden", "not one of your open tasks"),
             ({"lon": "east"}, "invalid", "lon"),
@@ -134,7 +145,29 @@ async def test_task_frames_with_wrong_fields_are_refused(pg: asyncpg.Pool) -> No
             assert answer["type"] == "error" and answer["code"] == code, (fields, answer)
             assert message in answer["message"], (fields, answer)
         assert centre.commands == [] and centre.positions == []
+        # exactly at the domain's limits: acknowledged
+        fine = await phone.command(
+            "task", task_id=t, task_action="done", note="x" * MAX_NOTE_CHARS, photo_urls=[PHOTO] * MAX_PHOTOS
+        )
+        assert fine["type"] == "ack", fine
         await phone.close()
+
+
+async def test_operator_commands_with_nul_anywhere_are_refused_by_name(pg: asyncpg.Pool) -> None:
+    """A NUL reached the dispatcher, failed three times there and was dead-lettered after the
+    operator had been told 'queued'; PostgreSQL cannot store it, so the socket refuses it."""
+    async with live_centre(pg) as centre:
+        operator = await centre.open("operator")
+        a = centre.incident_a
+        for fields, where in (
+            ({"incident_id": a, "text": "联系人李女士\x00"}, "text"),
+            ({"incident_id": a, "text": "记录", "reason": "\x00"}, "reason"),
+            ({"incident_id": a, "text": "记录", "extra": {"deep": ["ok", "\x00"]}}, "extra.deep.1"),
+        ):
+            answer = await operator.command("note", **fields)
+            assert answer["code"] == "invalid" and answer["message"].startswith(f"{where}: must not"), answer
+        assert centre.commands == []
+        await operator.close()
 
 
 async def test_out_of_order_frames(pg: asyncpg.Pool) -> None:
