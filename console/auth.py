@@ -4,14 +4,16 @@ Keys are stored as SHA-256 hashes. Sessions live in PostgreSQL (table `sessions`
 restart logs nobody out; only the SHA-256 of each bearer token is stored. A session ends when
 idle for `ttl_s` (the idle deadline slides on use, written at most every `touch_every_s`), at an
 absolute lifetime whatever the use, on logout, or when an administrator disables the account.
-Repeated failed logins lock the username, and many failures from one client IP throttle that
-IP, so guessing is slow and one attacker cannot cheaply lock everyone out.
+Failed logins slow guessing with growing delays in lanes (console/throttle.py): a browser or
+phone that logged in before has a lane of its own, so no one guessing elsewhere, or behind the
+same address, can lock the people entitled to log in out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ import asyncpg
 
 from console.audit import AuditLog
 from console.passwords import dummy_verify, hash_password, needs_rehash, verify_password
+from console.throttle import Count, Lane, LoginPolicy, Scope, lanes
 
 
 def key_hash(key: str) -> str:
@@ -70,21 +73,21 @@ class User:
 
 @dataclass(frozen=True, slots=True)
 class LoginRefused:
-    """Why a login failed: bad credentials, the username locked, or the client IP throttled."""
+    """Why a login failed: bad credentials, or a lane that must wait (console/throttle.py)."""
 
-    reason: Literal["invalid", "locked", "throttled"]
+    reason: Literal["invalid", "delayed"]
     retry_after_s: int = 0
+    lane: Scope | None = None  # the lane that is waiting, when delayed
 
 
 @dataclass(frozen=True, slots=True)
-class Lockout:
-    """Failed-login limits. Per username: `user_failures` within `window_s` lock it for `lock_s`.
-    Per client IP: `ip_failures` within `window_s` refuse every login from it for `lock_s`."""
+class LoggedIn:
+    """A new session: its bearer token, its user, and the device token that puts this browser
+    or phone's later attempts in a lane of its own (new, or the one it showed)."""
 
-    user_failures: int = 5
-    ip_failures: int = 20
-    window_s: int = 15 * 60
-    lock_s: int = 15 * 60
+    token: str
+    user: User
+    device_token: str
 
 
 DEFAULT_MAX_AGE_S: Final = 24 * 3600
@@ -102,9 +105,10 @@ INSERT INTO login_throttle (scope, subject, failures, window_start) VALUES ($1, 
 ON CONFLICT (scope, subject) DO UPDATE SET
     failures = CASE WHEN login_throttle.window_start < now() - $3 * interval '1 second'
                     THEN 1 ELSE login_throttle.failures + 1 END,
-    window_start = CASE WHEN login_throttle.window_start < now() - $3 * interval '1 second'
-                        THEN now() ELSE login_throttle.window_start END
-RETURNING failures"""
+    window_start = now()
+RETURNING failures, extract(epoch FROM now())::float8 AS now_s"""
+
+MAX_DEVICES: Final = 20  # device tokens kept per user (the oldest beyond are forgotten)
 
 
 class Sessions:
@@ -115,7 +119,7 @@ class Sessions:
         *,
         max_age_s: int = DEFAULT_MAX_AGE_S,
         touch_every_s: float = TOUCH_EVERY_S,
-        lockout: Lockout | None = None,
+        policy: LoginPolicy | None = None,
         audit: AuditLog | None = None,
     ) -> None:
         self._pool = pool
@@ -123,28 +127,36 @@ class Sessions:
         self._max_age = max(max_age_s, ttl_s)
         # A short TTL (tests, drills) still slides: never wait longer than a quarter of it.
         self._touch = min(touch_every_s, ttl_s / 4)
-        self._lockout = lockout or Lockout()
+        self._policy = policy or LoginPolicy()
         self._audit = audit or AuditLog(pool)
 
     @property
     def ttl_s(self) -> int:
         return self._ttl
 
-    async def login(self, username: str, password: str, origin: str | None = None) -> tuple[str, User] | None:
+    async def login(
+        self, username: str, password: str, origin: str | None = None, device: str | None = None
+    ) -> tuple[str, User] | None:
         """A new session token and its user, or None (see `attempt` for why)."""
-        result = await self.attempt(username, password, origin)
-        return None if isinstance(result, LoginRefused) else result
+        result = await self.attempt(username, password, origin, device)
+        return None if isinstance(result, LoginRefused) else (result.token, result.user)
 
     async def attempt(
-        self, username: str, password: str, origin: str | None = None
-    ) -> tuple[str, User] | LoginRefused:
-        """Check the password (unless locked or throttled), audit the outcome, open a session."""
+        self, username: str, password: str, origin: str | None = None, device: str | None = None
+    ) -> LoggedIn | LoginRefused:
+        """Check the password unless a lane this attempt counts in must wait; audit the
+        outcome; open a session. `device`: the device token a browser or phone was given by an
+        earlier successful login as this user, if it shows one."""
         actor = f"user:{username}"
-        for scope, subject, reason in (("ip", origin, "throttled"), ("user", username, "locked")):
-            wait = await self._locked_for(scope, subject)
-            if wait:
-                await self._audit.record("login", "login", actor, reason, origin=origin)
-                return LoginRefused(reason, wait)  # type: ignore[arg-type]
+        known = await self._known_device(username, device)
+        my_lanes = lanes(username, origin, known)
+        waiting = await self._waiting(my_lanes)
+        if waiting is not None:
+            lane, wait = waiting
+            await self._audit.record(
+                "login", "login", actor, "delayed", origin=origin, detail=f"{lane.scope}: {wait} s to wait"
+            )
+            return LoginRefused("delayed", wait, lane.scope)
         row = await self._pool.fetchrow(
             """SELECT username, display_name, role, password_hash, responder_id, disabled
                  FROM users WHERE username = $1""",
@@ -156,9 +168,10 @@ class Sessions:
         else:
             ok = await asyncio.to_thread(verify_password, password, row["password_hash"])
         if not ok or row is None or row["disabled"]:
-            return await self._failed(username, origin, "disabled" if ok else "wrong_credentials")
+            return await self._failed(my_lanes, username, origin, "disabled" if ok else "wrong_credentials")
         user = User(row["username"], row["display_name"], row["role"], row["responder_id"])
         token = secrets.token_urlsafe(32)
+        device_token = device if known is not None and device else secrets.token_urlsafe(32)
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 """INSERT INTO sessions (token_hash, username, idle_deadline, expires_at, origin)
@@ -169,8 +182,25 @@ class Sessions:
                 self._max_age,
                 origin,
             )
+            # a success clears the lane it was made in (not the user's or the address's lanes:
+            # a guesser elsewhere is still slowed)
             await conn.execute(
-                "DELETE FROM login_throttle WHERE scope = 'user' AND subject = $1", user.username
+                "DELETE FROM login_throttle WHERE scope = $1 AND subject = $2",
+                my_lanes[0].scope,
+                my_lanes[0].subject,
+            )
+            await conn.execute(
+                """INSERT INTO login_devices (username, device_hash) VALUES ($1, $2)
+                   ON CONFLICT (username, device_hash) DO UPDATE SET last_ok = now()""",
+                user.username,
+                token_hash(device_token),
+            )
+            await conn.execute(
+                """DELETE FROM login_devices WHERE username = $1 AND device_hash NOT IN (
+                       SELECT device_hash FROM login_devices WHERE username = $1
+                        ORDER BY last_ok DESC LIMIT $2)""",
+                user.username,
+                MAX_DEVICES,
             )
             # Housekeeping: sessions that ended a day ago are of no more use.
             await conn.execute(
@@ -178,60 +208,110 @@ class Sessions:
                       OR expires_at < now() - interval '1 day' OR revoked_at < now() - interval '1 day'"""
             )
             await self._audit.record(
-                "login", "login", user.actor, "ok", origin=origin, data={"role": user.role}, conn=conn
+                "login",
+                "login",
+                user.actor,
+                "ok",
+                origin=origin,
+                data={"role": user.role, "device": "known" if known else "new"},
+                conn=conn,
             )
         if needs_rehash(row["password_hash"]):  # cost parameters were raised since it was stored
             new_hash = await asyncio.to_thread(hash_password, password)
             await self._pool.execute(
                 "UPDATE users SET password_hash = $2 WHERE username = $1", user.username, new_hash
             )
-        return token, user
+        return LoggedIn(token, user, device_token)
 
-    async def _locked_for(self, scope: str, subject: str | None) -> int:
-        """Seconds left of a lock on this username or IP (0: not locked)."""
-        if not subject:
-            return 0
-        left = await self._pool.fetchval(
-            """SELECT ceil(extract(epoch FROM locked_until - now()))::int FROM login_throttle
-                WHERE scope = $1 AND subject = $2 AND locked_until > now()""",
-            scope,
-            subject,
+    async def _known_device(self, username: str, device: str | None) -> str | None:
+        """The digest of `device` if it is a device token this user was given, else None."""
+        if not device or len(device) > 100:
+            return None
+        digest = token_hash(device)
+        found = await self._pool.fetchval(
+            "SELECT 1 FROM login_devices WHERE username = $1 AND device_hash = $2", username, digest
         )
-        return int(left or 0)
+        return digest if found else None
 
-    async def _failed(self, username: str, origin: str | None, outcome: str) -> LoginRefused:
-        """Count a failure against the username and the IP; lock whichever went over its limit."""
-        policy = self._lockout
-        locked: LoginRefused | None = None
+    async def _waiting(self, my_lanes: list[Lane]) -> tuple[Lane, int] | None:
+        """The lane that must wait longest before it takes another attempt, and how long (whole
+        seconds, rounded up), or None when every lane is ready."""
+        rows = await self._pool.fetch(
+            """SELECT scope, subject, failures, extract(epoch FROM window_start)::float8 AS last_s,
+                      extract(epoch FROM now())::float8 AS now_s
+                 FROM login_throttle
+                WHERE (scope, subject) IN (SELECT * FROM unnest($1::text[], $2::text[]))""",
+            [lane.scope for lane in my_lanes],
+            [lane.subject for lane in my_lanes],
+        )
+        longest: tuple[Lane, int] | None = None
+        for r in rows:
+            lane = Lane(r["scope"], r["subject"])
+            wait = Count(r["failures"], r["last_s"]).wait_s(self._policy, lane.scope, r["now_s"])
+            if wait > 0 and (longest is None or wait > longest[1]):
+                longest = (lane, math.ceil(wait))
+        return longest
+
+    async def _failed(
+        self, my_lanes: list[Lane], username: str, origin: str | None, outcome: str
+    ) -> LoginRefused:
+        """Count a failure in each lane of the attempt; note when each may try again."""
+        policy = self._policy
+        longest: tuple[Lane, float] | None = None
         async with self._pool.acquire() as conn, conn.transaction():
-            for scope, subject, limit, reason in (
-                ("user", username, policy.user_failures, "locked"),
-                ("ip", origin, policy.ip_failures, "throttled"),
-            ):
-                if not subject:
-                    continue
-                failures = await conn.fetchval(_FAIL, scope, subject, policy.window_s)
-                if failures >= limit:
-                    await conn.execute(
-                        """UPDATE login_throttle
-                              SET locked_until = now() + $3 * interval '1 second', failures = 0,
-                                  window_start = now()
-                            WHERE scope = $1 AND subject = $2""",
-                        scope,
-                        subject,
-                        policy.lock_s,
-                    )
-                    locked = locked or LoginRefused(reason, policy.lock_s)  # type: ignore[arg-type]
+            for lane in my_lanes:
+                row = await conn.fetchrow(_FAIL, lane.scope, lane.subject, policy.forget_s)
+                wait = policy.backoff(lane.scope).delay(row["failures"])
+                await conn.execute(
+                    """UPDATE login_throttle SET locked_until = now() + $3 * interval '1 second'
+                        WHERE scope = $1 AND subject = $2""",
+                    lane.scope,
+                    lane.subject,
+                    wait,
+                )
+                if wait > 0 and (longest is None or wait > longest[1]):
+                    longest = (lane, wait)
             await self._audit.record(
                 "login",
                 "login",
                 f"user:{username}",
                 outcome,
                 origin=origin,
-                detail=f"now {locked.reason} for {locked.retry_after_s}s" if locked else None,
+                detail=None
+                if longest is None
+                else f"{longest[0].scope}: next attempt in {math.ceil(longest[1])} s",
                 conn=conn,
             )
-        return locked or LoginRefused("invalid")
+        return LoginRefused("invalid")
+
+    async def throttles(self) -> list[dict[str, object]]:
+        """Lanes with failures that still count, longest wait first (what the admin sees)."""
+        rows = await self._pool.fetch(
+            """SELECT scope, subject, failures, window_start, locked_until FROM login_throttle
+                WHERE window_start > now() - $1 * interval '1 second'
+                ORDER BY locked_until DESC NULLS LAST, failures DESC LIMIT 500""",
+            self._policy.forget_s,
+        )
+        out: list[dict[str, object]] = []
+        for r in rows:
+            who, _, where = str(r["subject"]).partition("\n")
+            user, address = {
+                "device": (who, None),
+                "pair": (who, where),
+                "user": (who, None),
+                "ip": (None, who),
+            }[r["scope"]]
+            out.append(
+                {
+                    "lane": r["scope"],
+                    "username": user,
+                    "address": address,
+                    "failures": r["failures"],
+                    "last_failure": r["window_start"].isoformat(),
+                    "next_attempt": r["locked_until"].isoformat() if r["locked_until"] else None,
+                }
+            )
+        return out
 
     async def user(self, token: str | None) -> User | None:
         """The session's user, pushing its idle deadline back (written at most every few seconds)."""
@@ -284,7 +364,10 @@ class Sessions:
         return int(status.rsplit(" ", 1)[-1])
 
     async def unlock(self, username: str, conn: asyncpg.Connection | None = None) -> None:
-        """Lift a username's lockout (an administrator vouched for the user)."""
+        """Clear every lane of a username (an administrator vouched for the user)."""
         await (conn or self._pool).execute(
-            "DELETE FROM login_throttle WHERE scope = 'user' AND subject = $1", username
+            """DELETE FROM login_throttle
+                WHERE (scope = 'user' AND subject = $1)
+                   OR (scope IN ('pair', 'device') AND split_part(subject, E'\n', 1) = $1)""",
+            username,
         )

@@ -222,6 +222,11 @@ class Login(BaseModel):
     _no_nul = field_validator("*", mode="before")(refuse_nul)
     username: Annotated[str, Field(min_length=1, max_length=64)]
     password: Annotated[str, Field(min_length=1, max_length=200)]
+    device: Annotated[str, Field(min_length=1, max_length=100)] | None = Field(
+        default=None,
+        description="the device_token an earlier login as this user gave this browser or phone: "
+        "its attempts then count in a lane of their own, which guessing elsewhere cannot slow",
+    )
 
 
 class Reveal(BaseModel):
@@ -657,34 +662,41 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         dependencies=[PUBLIC],
         responses={
             401: {"description": "wrong username or password"},
-            429: {"description": "username locked or address throttled after failed logins (Retry-After)"},
+            429: {"description": "too many failed logins in this attempt's lane: wait (Retry-After)"},
         },
     )
     async def login(request: Request, body: Login) -> JSONResponse:
-        result = await svc.sessions.attempt(body.username, body.password, origin(request))
+        """A session. Failed logins slow further guesses down with growing waits (429 with
+        Retry-After), never a lock: see docs/security.md. Keep the `device_token` and send it
+        as `device` next time."""
+        result = await svc.sessions.attempt(body.username, body.password, origin(request), body.device)
         if isinstance(result, LoginRefused):
             if result.reason == "invalid":
                 raise HttpError(401, "unauthorized", "wrong username or password")
-            minutes = max(1, -(-result.retry_after_s // 60))
+            wait = result.retry_after_s
+            shown = f"{wait}秒" if wait < 120 else f"{-(-wait // 60)}分钟"
             message = (
-                f"账户因多次登录失败已临时锁定，请{minutes}分钟后再试 / account locked after repeated "
-                f"failed logins: retry in {result.retry_after_s} s"
-                if result.reason == "locked"
-                else f"此地址登录失败次数过多，请{minutes}分钟后再试 / too many failed logins from this "
-                f"address: retry in {result.retry_after_s} s"
+                f"登录失败次数过多，请{shown}后再试 / too many failed logins: retry in {wait} s"
+                f" ({result.lane} lane)"
             )
-            raise HttpError(429, result.reason, message, {"Retry-After": str(result.retry_after_s)})
-        token, user = result
+            raise HttpError(429, "login_delayed", message, {"Retry-After": str(wait)})
         return JSONResponse(
             {
-                "token": token,
-                "username": user.username,
-                "display_name": user.display_name,
-                "role": user.role,
+                "token": result.token,
+                "username": result.user.username,
+                "display_name": result.user.display_name,
+                "role": result.user.role,
                 "expires_in": svc.sessions.ttl_s,
+                "device_token": result.device_token,
             },
             headers=NO_STORE,
         )
+
+    @app.get("/api/v1/auth/throttles", tags=["auth"], responses=AUTH_ANSWERS)
+    async def throttles(caller: Annotated[Caller, needs_user(Perm.USERS_WRITE)]) -> dict[str, Any]:
+        """Administrators: the login lanes that have failures counting now (who is being
+        guessed at, from where, and when each lane takes its next attempt)."""
+        return {"lanes": await svc.sessions.throttles()}
 
     @app.post("/api/v1/auth/logout", status_code=204, tags=["auth"], responses=AUTH_ANSWERS)
     async def logout(

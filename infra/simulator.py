@@ -401,7 +401,11 @@ class Backoff:
 
 
 class Unauthorised(Exception):
-    pass
+    """A login or a socket was refused for the credentials (not for the server being away)."""
+
+    def __init__(self, message: str, no_account: bool = False) -> None:
+        super().__init__(message)
+        self.no_account = no_account  # 401: this id has no phone login (a normal registry state)
 
 
 @dataclass
@@ -447,6 +451,8 @@ class Simulator:
         self.views: dict[str, dict[str, Any]] = {}  # open incidents as the console shows them
         self.sessions: dict[str, ResponderSession] = {}
         self.tokens: dict[str, str] = {}
+        self.no_phone: set[str] = set()  # responders without a phone login: not simulated
+        self.devices: dict[str, str] = {}  # username -> device token (logins in their own lane)
         self.decider = Decider(random.Random(self.rng.random()), config.accept_rate, config.verify_pass_rate)
         self._dispatch_planned: set[tuple[str, int]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -583,18 +589,23 @@ class Simulator:
         backoff = Backoff()
         while not self.stop.is_set():
             try:
-                r = await self.http.post(
-                    "/api/v1/auth/login", json={"username": username, "password": password}
-                )
+                body = {"username": username, "password": password}
+                if username in self.devices:  # like a phone that logged in before
+                    body["device"] = self.devices[username]
+                r = await self.http.post("/api/v1/auth/login", json=body)
             except httpx.HTTPError as exc:
                 log.warning("login as %s failed: %r", username, exc)
             else:
                 if r.status_code == 200:
                     token = str(r.json()["token"])
                     self.tokens[username] = token
+                    self.devices[username] = str(r.json()["device_token"])
                     return token
                 if r.status_code < 500:
-                    raise Unauthorised(f"login as {username}: {r.status_code} {r.text[:200]}")
+                    raise Unauthorised(
+                        f"login as {username}: {r.status_code} {r.text[:200]}",
+                        no_account=r.status_code == 401,
+                    )
                 log.warning("login as %s failed: %d", username, r.status_code)
             await self.sleep(backoff.next())
         raise asyncio.CancelledError
@@ -721,6 +732,8 @@ class Simulator:
 
     # --- simulated responders ---
     def _offer_seen(self, rid: str, task_id: str) -> None:
+        if rid in self.no_phone:
+            return
         session = self.sessions.get(rid)
         if session is not None and not session.finished:
             session.add(task_id)
@@ -824,7 +837,14 @@ class ResponderSession:
         try:
             ws, first = await self.sim.open_socket(self.rid, DEMO_RESPONDER_PASSWORD)
         except (OSError, WebSocketException, TimeoutError, Unauthorised, httpx.HTTPError) as exc:
-            log.warning("%s could not connect: %r", self.rid, exc)
+            if isinstance(exc, Unauthorised) and exc.no_account:
+                # A responder in the registry without a phone login (PUT /api/v1/responders
+                # makes no account): their offers go unanswered and expire, as they would in
+                # the field. Never tried again: repeated failures would only slow every login.
+                self.sim.no_phone.add(self.rid)
+                log.info("%s has no phone login; their offers are left to expire", self.rid)
+            else:
+                log.warning("%s could not connect: %r", self.rid, exc)
             self.finished = True
             self.sim.sessions.pop(self.rid, None)
             return

@@ -24,7 +24,15 @@ from streams.timewindow import representable
 
 # Numbers are numbers: `true` or "106.5" is not a coordinate (lax parsing made `true` lon 1.0).
 Lon = Annotated[float, Field(strict=True, ge=-180, le=180, description="WGS-84 longitude, degrees")]
-Lat = Annotated[float, Field(strict=True, ge=-90, le=90, description="WGS-84 latitude, degrees")]
+# Latitudes nearer the poles than Redis's GEO index can hold (the Web Mercator limit) could not
+# be searched for nearby responders: refused at the door, not failed in enrichment.
+GEO_MAX_LAT = 85.05112878
+Lat = Annotated[
+    float,
+    Field(
+        strict=True, ge=-GEO_MAX_LAT, le=GEO_MAX_LAT, description="WGS-84 latitude, degrees (±85.05112878)"
+    ),
+]
 # An id starts with a letter or digit: "..", "." or "-x" would name a path or an option.
 SourceId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$")]
 # Text a person reads: not blank (whitespace is stripped first), so a blank field is refused

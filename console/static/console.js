@@ -405,10 +405,14 @@ $("#login").addEventListener("submit", async (e) => {
   e.preventDefault();
   const f = new FormData(e.target);
   const r = await fetch("/api/v1/auth/login", { method: "POST", headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ username: f.get("username"), password: f.get("password") }) });
+    body: JSON.stringify({ username: f.get("username"), password: f.get("password"),
+      device: localStorage.getItem(`device:${f.get("username")}`) || undefined }) });
   if (r.status === 429) { $("#login-error").textContent = ((await r.json()).message || "").split(" / ")[0] || "登录失败次数过多，请稍后再试"; return; }
   if (!r.ok) { $("#login-error").textContent = "用户名或密码错误"; return; }
-  state.token = (await r.json()).token; sessionStorage.setItem("token", state.token);
+  const body = await r.json();
+  // this browser's device token: its next logins as this user count in a lane of their own
+  if (body.device_token) localStorage.setItem(`device:${body.username}`, body.device_token);
+  state.token = body.token; sessionStorage.setItem("token", state.token);
   start();
 });
 $("#logout").addEventListener("click", () => logout("", true));

@@ -119,10 +119,13 @@ $("#login").addEventListener("submit", async (e) => {
   e.preventDefault();
   const f = new FormData(e.target);
   const r = await fetch("/api/v1/auth/login", { method: "POST", headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ username: f.get("username"), password: f.get("password") }) });
+    body: JSON.stringify({ username: f.get("username"), password: f.get("password"),
+      device: localStorage.getItem(`device:${f.get("username")}`) || undefined }) });
   if (r.status === 429) { $("#login-error").textContent = ((await r.json()).message || "").split(" / ")[0] || "登录失败次数过多，请稍后再试"; return; }
   if (!r.ok) { $("#login-error").textContent = "工号或密码错误"; return; }
   const body = await r.json();
+  // this phone's device token: its next logins count in a lane of their own (docs/security.md)
+  if (body.device_token) localStorage.setItem(`device:${body.username}`, body.device_token);
   if (body.role !== "responder") {  // not a phone login: end the session it just opened
     fetch("/api/v1/auth/logout", { method: "POST", headers: { Authorization: `Bearer ${body.token}` } }).catch(() => {});
     $("#login-error").textContent = "此页面供处置人员使用，值班员请使用指挥台"; return;

@@ -25,12 +25,13 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.routing import Mount
 
-from console.auth import ApiKeys, Lockout, Sessions
+from console.auth import ApiKeys, Sessions
 from console.http import LEAFLET, ConsoleServices, access_rules, create_http_app
 from console.intake import IntakeService
 from console.passwords import hash_password
 from console.permissions import KEY_PERMISSIONS, USER_PERMISSIONS, Perm, key_allows, user_allows
 from console.registry import RegistryService
+from console.throttle import Backoff, LoginPolicy
 from dispatcher.store import init_connection
 from infra.seed import DEMO_API_KEYS, api_key_hash
 from infra.settings import Settings
@@ -171,7 +172,7 @@ async def world(pg: asyncpg.Pool, redis: aioredis.Redis, settings: Settings) -> 
         )
         usernames[caller] = username
     iid, tracking = await seed_incident(pool, responder_ids["responder"])
-    sessions = Sessions(pool, 3600, lockout=Lockout(user_failures=5, ip_failures=50))
+    sessions = Sessions(pool, 3600, policy=LoginPolicy(pair=Backoff(free=4, first_s=900, most_s=900)))
     app = make_app(pool, redis, settings, sessions)
     tokens: dict[str, str] = {}
     async with client(app) as http:
@@ -233,6 +234,7 @@ MATRIX: dict[tuple[str, str], tuple[dict[str, Any], dict[str, int]]] = {
         expect(204, none=401, **dict.fromkeys(KEYS, 401)),
     ),
     ("GET", "/api/v1/auth/me"): ({}, staff(200, 200)),
+    ("GET", "/api/v1/auth/throttles"): ({}, staff(403, admin=200)),
     ("GET", "/api/v1/incidents"): ({}, staff(200, 200)),
     ("GET", "/api/v1/incidents/{incident_id}"): ({}, staff(200, 200, responder2=403)),
     ("POST", "/api/v1/incidents/{incident_id}/reveal"): (
@@ -532,17 +534,20 @@ async def test_repeated_failures_answer_429_with_retry_after(world: World) -> No
             )
             assert r.status_code == 401
         r = await http.post("/api/v1/auth/login", json={"username": username, "password": "wrong-password"})
-        assert r.status_code == 429 and r.json()["error"] == "locked"
+        assert r.status_code == 429 and r.json()["error"] == "login_delayed"
         assert (
             int(r.headers["retry-after"]) == 900
-            and "锁定" in r.json()["message"]
-            and "locked" in r.json()["message"]
+            and "15分钟后再试" in r.json()["message"]
+            and "retry in 900 s" in r.json()["message"]
         )
         r = await http.post("/api/v1/auth/login", json={"username": username, "password": PASSWORD})
-        assert r.status_code == 429  # the right password too, while locked
-        # Existing sessions are not ended by a lockout (it stops guessing, not work).
+        assert r.status_code == 429  # the right password too, while its lane waits
+        # Existing sessions are not ended by a wait (it slows guessing, not work).
         assert (await http.get("/api/v1/auth/me", headers=headers(world, "viewer"))).status_code == 200
-        # The administrator lifts it by setting a new password.
+        # The administrator sees the lane that waits ...
+        lanes = (await http.get("/api/v1/auth/throttles", headers=headers(world, "admin"))).json()["lanes"]
+        assert {"lane": "pair", "username": username, "address": "10.55.0.1"}.items() <= lanes[0].items()
+        # ... and lifts it by setting a new password.
         r = await http.put(
             f"/api/v1/users/{username}",
             json={"display_name": "观察员", "role": "viewer", "password": "a-new-password-2"},

@@ -1,4 +1,4 @@
-"""Sessions in PostgreSQL, idle expiry, lockout and IP throttling, against the real database."""
+"""Sessions in PostgreSQL, idle expiry, and the login lanes' growing waits, against the real database."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import uuid
 import asyncpg
 import pytest
 
-from console.auth import Lockout, LoginRefused, Sessions, token_hash
+from console.auth import LoggedIn, LoginRefused, Sessions, token_hash
 from console.passwords import hash_password, needs_rehash, verify_password
+from console.throttle import Backoff, LoginPolicy
 
 PASSWORD = "right-horse-battery"
 _HASH: list[str] = []
@@ -91,17 +92,47 @@ async def test_absolute_lifetime_ends_even_a_busy_session(pg: asyncpg.Pool) -> N
     assert await sessions.user(result[0]) is None
 
 
-async def test_five_failures_lock_the_username_then_it_unlocks(pg: asyncpg.Pool) -> None:
-    username = await make_user(pg)
-    sessions = Sessions(pg, 3600, lockout=Lockout(user_failures=5, ip_failures=100, lock_s=2))
-    for n in range(4):
-        refused = await sessions.attempt(username, "wrong", ip())
-        assert refused == LoginRefused("invalid"), n
-    fifth = await sessions.attempt(username, "wrong", ip())
-    assert isinstance(fifth, LoginRefused) and fifth.reason == "locked" and fifth.retry_after_s == 2
-    # Locked: even the right password is refused, from anywhere, without checking it.
-    locked = await sessions.attempt(username, PASSWORD, ip())
-    assert isinstance(locked, LoginRefused) and locked.reason == "locked" and locked.retry_after_s >= 1
+POLICY = LoginPolicy(
+    device=Backoff(free=3, first_s=2.0, most_s=60),
+    pair=Backoff(free=3, first_s=2.0, most_s=60),
+    user=Backoff(free=6, first_s=2.0, most_s=30),
+    ip=Backoff(free=10, first_s=1.0, most_s=20),
+)
+
+
+async def later(pg: asyncpg.Pool, seconds: float) -> None:
+    """Move every lane's last failure `seconds` into the past: time passing, without sleeping."""
+    await pg.execute(
+        "UPDATE login_throttle SET window_start = window_start - $1 * interval '1 second'", seconds
+    )
+
+
+async def test_guessing_slows_the_guesser_with_growing_waits_not_a_lock(pg: asyncpg.Pool) -> None:
+    username, attacker = await make_user(pg), ip()
+    sessions = Sessions(pg, 3600, policy=POLICY)
+    for n in range(3):  # free failures
+        assert await sessions.attempt(username, "wrong", attacker) == LoginRefused("invalid"), n
+    waits = []
+    for _ in range(4):
+        delayed = await sessions.attempt(username, "wrong", attacker)  # at once: must wait
+        assert isinstance(delayed, LoginRefused) and delayed.reason == "delayed" and delayed.lane == "pair"
+        waits.append(delayed.retry_after_s)
+        await later(pg, delayed.retry_after_s)
+        assert await sessions.attempt(username, "wrong", attacker) == LoginRefused("invalid")
+    assert waits == [2, 4, 8, 16]  # doubling, from the first wait on
+    # While waiting, even the right password is not checked; when the wait is over, it works,
+    # and the success clears the lane it was made in.
+    refused = await sessions.attempt(username, PASSWORD, attacker)
+    assert isinstance(refused, LoginRefused) and refused.reason == "delayed"
+    await later(pg, POLICY.pair.most_s)
+    assert isinstance(await sessions.attempt(username, PASSWORD, attacker), LoggedIn)
+    assert (
+        await pg.fetchval(
+            "SELECT count(*) FROM login_throttle WHERE scope = 'pair' AND subject = $1",
+            f"{username}\n{attacker}",
+        )
+        == 0
+    )
     outcomes = [
         r["outcome"]
         for r in await pg.fetch(
@@ -109,29 +140,56 @@ async def test_five_failures_lock_the_username_then_it_unlocks(pg: asyncpg.Pool)
             f"user:{username}",
         )
     ]
-    assert outcomes == ["wrong_credentials"] * 5 + ["locked"]
-    await asyncio.sleep(2.1)
-    assert not isinstance(await sessions.attempt(username, PASSWORD, ip()), LoginRefused)
-    # A success resets the count: four more failures do not lock.
-    for _ in range(4):
-        assert await sessions.attempt(username, "wrong") == LoginRefused("invalid")
+    assert outcomes.count("delayed") == 5 and outcomes.count("wrong_credentials") == 7
 
 
-async def test_one_ip_spraying_many_usernames_is_throttled(pg: asyncpg.Pool) -> None:
-    victims = [await make_user(pg) for _ in range(4)]
-    attacker = ip()
-    sessions = Sessions(pg, 3600, lockout=Lockout(user_failures=5, ip_failures=6))
-    answers = [await sessions.attempt(v, "guess", attacker) for v in victims + victims[:2]]
-    assert answers[:5] == [LoginRefused("invalid")] * 5
-    assert isinstance(answers[5], LoginRefused) and answers[5].reason == "throttled"
-    # Throttled IP: refused before any password check; the victims are not locked by it.
-    again = await sessions.attempt(victims[3], PASSWORD, attacker)
-    assert isinstance(again, LoginRefused) and again.reason == "throttled" and again.retry_after_s > 0
-    assert not isinstance(await sessions.attempt(victims[3], PASSWORD, ip()), LoginRefused)
+async def test_a_known_device_logs_in_while_someone_guesses_at_the_account_from_its_own_address(
+    pg: asyncpg.Pool,
+) -> None:
+    """The duty operator's console and the guesser share one address (a command room's NAT):
+    the console shows its device token and is never slowed; a hard lock used to shut it out."""
+    username, shared = await make_user(pg), ip()
+    sessions = Sessions(pg, 3600, policy=POLICY)
+    first = await sessions.attempt(username, PASSWORD, shared)
+    assert isinstance(first, LoggedIn) and first.device_token
+    for _ in range(40):  # every lane without a device is waiting after this
+        await later(pg, 60)
+        await sessions.attempt(username, "guess", shared)
+    stranger = await sessions.attempt(username, PASSWORD, shared)  # no device token: waits
+    assert isinstance(stranger, LoginRefused) and stranger.reason == "delayed"
+    again = await sessions.attempt(username, PASSWORD, shared, first.device_token)
+    assert isinstance(again, LoggedIn) and again.device_token == first.device_token
+    # A device token is this user's only: shown with another username it is no device at all.
+    other = await make_user(pg)
+    assert await sessions._known_device(other, first.device_token) is None
+    # The administrator sees who is being guessed at, and from where.
+    lanes = {(t["lane"], t["username"], t["address"]) for t in await sessions.throttles()}
+    assert {("pair", username, shared), ("user", username, None), ("ip", None, shared)} <= lanes
+
+
+async def test_one_address_spraying_unknown_ids_slows_only_strangers_from_that_address(
+    pg: asyncpg.Pool,
+) -> None:
+    """Twenty failures as responder ids with no account, from one address, used to refuse
+    every login from it for 15 minutes: the duty operator and every phone behind it."""
+    known, newcomer, nat = await make_user(pg), await make_user(pg), ip()
+    sessions = Sessions(pg, 3600, policy=POLICY)
+    device = await sessions.attempt(known, PASSWORD, nat)
+    assert isinstance(device, LoggedIn)
+    for n in range(POLICY.ip.free - 1):  # within the address's free failures: nobody is slowed
+        assert await sessions.attempt(f"V-NOBODY-{n}", PASSWORD, nat) == LoginRefused("invalid")
+    assert isinstance(await sessions.attempt(newcomer, PASSWORD, nat), LoggedIn)
+    for n in range(20):
+        await sessions.attempt(f"V-NOBODY-{n}", PASSWORD, nat)
+    slowed = await sessions.attempt(await make_user(pg), PASSWORD, nat)  # a stranger here: a short wait
+    assert isinstance(slowed, LoginRefused) and slowed.lane == "ip"
+    assert slowed.retry_after_s <= POLICY.ip.most_s
+    assert isinstance(await sessions.attempt(known, PASSWORD, nat, device.device_token), LoggedIn)
+    assert isinstance(await sessions.attempt(newcomer, PASSWORD, ip()), LoggedIn)  # elsewhere: at once
 
 
 async def test_unknown_usernames_cost_a_hash_and_count_like_known_ones(pg: asyncpg.Pool) -> None:
-    sessions = Sessions(pg, 3600, lockout=Lockout(user_failures=2, ip_failures=100))
+    sessions = Sessions(pg, 3600, policy=POLICY)
     known = await make_user(pg)
     t0 = time.perf_counter()
     await sessions.attempt(known, "wrong", ip())
@@ -141,10 +199,9 @@ async def test_unknown_usernames_cost_a_hash_and_count_like_known_ones(pg: async
     t_unknown = time.perf_counter() - t0
     assert first == LoginRefused("invalid")
     assert t_unknown > t_known / 3, (t_known, t_unknown)  # scrypt was run, not skipped
-    ghost = "ghost-" + uuid.uuid4().hex
-    await sessions.attempt(ghost, "x")
-    second = await sessions.attempt(ghost, "x")
-    assert isinstance(second, LoginRefused) and second.reason == "locked"  # no existence oracle
+    ghost, where = "ghost-" + uuid.uuid4().hex, ip()
+    answers = [await sessions.attempt(ghost, "x", where) for _ in range(POLICY.pair.free + 1)]
+    assert isinstance(answers[-1], LoginRefused) and answers[-1].reason == "delayed"  # no existence oracle
 
 
 async def test_a_disabled_user_cannot_log_in_and_loses_sessions(pg: asyncpg.Pool) -> None:

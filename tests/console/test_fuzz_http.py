@@ -184,7 +184,7 @@ def _credentials(target: Target, operation: APIOperation) -> dict[str, str]:
     if "authorization" not in headers:
         return {}
     token = target.operator_token
-    if operation.path.startswith("/api/v1/users"):
+    if operation.path.startswith("/api/v1/users") or operation.path == "/api/v1/auth/throttles":
         token = target.admin_token
     elif operation.path == "/api/v1/photos":
         token = target.responder_token
