@@ -1,16 +1,20 @@
-"""The simulator's pure parts: reports the intake accepts, movement, seeded decisions."""
+"""The simulator's own parts: reports the intake accepts, movement, seeded decisions, logins."""
 
 from __future__ import annotations
 
 import random
 from collections import Counter
+from typing import Any
 
+import httpx
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dispatcher.category import CATEGORIES
 from infra.city import MAX_LAT, MAX_LON, MIN_LAT, MIN_LON, generate_city
+from infra.seed import DEMO_RESPONDER_PASSWORD
 from infra.settings import Settings
 from infra.simulator import (
     DESCRIPTIONS,
@@ -18,6 +22,7 @@ from infra.simulator import (
     Decider,
     ReportFactory,
     SimConfig,
+    Simulator,
     distance_m,
     photo_url,
     step_toward,
@@ -145,3 +150,34 @@ def test_config_from_env() -> None:
     assert (d.reports_per_min, d.auto_dispatch, d.speedup, d.accept_rate) == (6, True, 20, 0.85)
     with pytest.raises(ValueError, match="SIM_SPEEDUP"):
         SimConfig.from_env(s, {"SIM_SPEEDUP": "fast"})
+
+
+async def test_a_responder_without_a_phone_login_is_left_alone_and_logins_keep_their_device() -> None:
+    """A registry responder with no account (PUT /api/v1/responders makes none) used to be
+    tried at every offer; the failures piled up until every login from the machine was refused.
+    The login endpoint here is a stand-in answering as the centre does (401 for no account)."""
+    logins: list[dict[str, Any]] = []
+
+    def centre(request: httpx.Request) -> httpx.Response:
+        body = orjson.loads(request.content)
+        logins.append(body)
+        if body["username"] == "V-NOACCOUNT":
+            return httpx.Response(401, json={"error": "unauthorized", "message": "wrong password"})
+        return httpx.Response(200, json={"token": f"t-{len(logins)}", "device_token": "dev-1"})
+
+    sim = Simulator(Settings(), SimConfig(reports_per_min=0, seed=1))
+    async with httpx.AsyncClient(transport=httpx.MockTransport(centre), base_url="http://centre") as http:
+        sim.http = http
+        sim._offer_seen("V-NOACCOUNT", "T-1")
+        session = sim.sessions["V-NOACCOUNT"]
+        assert session.runner is not None
+        await session.runner
+        assert "V-NOACCOUNT" in sim.no_phone and "V-NOACCOUNT" not in sim.sessions
+        sim._offer_seen("V-NOACCOUNT", "T-2")  # a later offer to them: not tried again
+        assert "V-NOACCOUNT" not in sim.sessions
+        assert [b["username"] for b in logins] == ["V-NOACCOUNT"]
+        # a login that worked keeps the device token and shows it next time
+        await sim.login("P-0001", DEMO_RESPONDER_PASSWORD)
+        sim.tokens.clear()
+        await sim.login("P-0001", DEMO_RESPONDER_PASSWORD)
+        assert "device" not in logins[1] and logins[2]["device"] == "dev-1"
