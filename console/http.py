@@ -11,7 +11,6 @@ report cannot be made durable right now.
 """
 
 import asyncio
-import ipaddress
 import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable
@@ -32,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from console.addresses import Networks, client_address, trusted_networks
 from console.audit import KINDS, AuditLog, AuditQuery
 from console.auth import ApiKeys, LoginRefused, Sessions, User
 from console.intake import BEIJING, IntakeService, InvalidField, NotDurable, UnknownReference
@@ -270,33 +270,10 @@ def bearer(authorization: str | None) -> str | None:
     return None
 
 
-Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-
-
-def trusted_networks(setting: str) -> Networks:
-    """TRUSTED_PROXIES: addresses or CIDR ranges, comma-separated (e.g. the load balancer's subnet)."""
-    return tuple(ipaddress.ip_network(p.strip(), strict=False) for p in setting.split(",") if p.strip())
-
-
-def _trusted(address: str, networks: Networks) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in net for net in networks)
-
-
 def client_ip(request: Request, trusted_proxies: Networks) -> str | None:
-    """The caller's address: the peer, or behind a trusted proxy (the load balancer) the last
-    X-Forwarded-For hop that is not itself a trusted proxy. Untrusted peers cannot forge it."""
+    """The caller's address (console.addresses: only a trusted proxy names another)."""
     peer = request.client.host if request.client else None
-    if peer is None or not _trusted(peer, trusted_proxies):
-        return peer
-    hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
-    for hop in reversed(hops):
-        if not _trusted(hop, trusted_proxies):
-            return hop[:64]
-    return peer
+    return client_address(peer, request.headers.get("x-forwarded-for"), trusted_proxies)
 
 
 def _rule(check: Callable[..., Awaitable[Any]], rule: str) -> Any:
@@ -925,7 +902,7 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
 
     @app.post("/api/v1/reports/{tracking_no}/feedback", status_code=202, tags=["read"], dependencies=[PUBLIC])
     async def report_feedback(
-        tracking_no: Annotated[str, PathParam(max_length=40)], body: Feedback
+        request: Request, tracking_no: Annotated[str, PathParam(max_length=40)], body: Feedback
     ) -> JSONResponse:
         """The reporter rates the result once the incident is closed; "not fixed" reopens it."""
         row = await store.report_by_tracking_no(svc.pool, tracking_no)
@@ -947,6 +924,7 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
             "at": datetime.now(UTC).isoformat(),
             "reason": None,
             "data": {"tracking_no": tracking_no, **body.model_dump()},
+            "origin": origin(request),
         }
         if svc.send_command is None:
             raise HttpError(503, "unavailable", "feedback not accepted, retry", {"Retry-After": "5"})

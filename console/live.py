@@ -32,6 +32,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
+from console.addresses import Networks, client_address
 from console.auth import Sessions, User
 from console.board import Board, Delta
 from console.permissions import USER_PERMISSIONS, Perm
@@ -157,10 +158,13 @@ class Client:
     """One socket: its user and token, its outgoing queue (bounded in frames and bytes), its
     rate-limit bucket and the commands it is waiting on."""
 
-    def __init__(self, ws: ServerConnection, user: User, token: str, limits: LiveLimits) -> None:
+    def __init__(
+        self, ws: ServerConnection, user: User, token: str, limits: LiveLimits, origin: str | None = None
+    ) -> None:
         self.ws = ws
         self.user = user
         self.token = token
+        self.origin = origin  # the client's address (console.addresses), for the audit log
         self._limits = limits
         self._frames: deque[bytes] = deque()
         self._ready = asyncio.Event()
@@ -259,8 +263,10 @@ class LiveHub:
         recommender: Recommender | None = None,
         send_position: SendCommand | None = None,
         limits: LiveLimits | None = None,
+        trusted_proxies: Networks = (),
     ) -> None:
         self.board = board
+        self._trusted = trusted_proxies
         self.limits = limits or LiveLimits.for_session_ttl(sessions.ttl_s)
         self._sessions = sessions
         self._send_command = send_command
@@ -385,7 +391,9 @@ class LiveHub:
             return
         user, token, hello = auth
         # No await between the first frames and joining: no delta can fall in between.
-        client = Client(ws, user, token, self.limits)
+        peer = ws.remote_address[0] if ws.remote_address else None
+        forwarded = ws.request.headers.get("X-Forwarded-For") if ws.request is not None else None
+        client = Client(ws, user, token, self.limits, client_address(peer, forwarded, self._trusted))
         me = {
             "username": user.username,
             "display_name": user.display_name,
@@ -803,6 +811,7 @@ class LiveHub:
             "at": datetime.now(UTC).isoformat(),
             "reason": reason,
             "data": data,
+            "origin": client.origin,
         }
         try:
             await self._send_command(command)

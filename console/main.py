@@ -20,6 +20,7 @@ import orjson
 import uvicorn
 from aiokafka import AIOKafkaConsumer
 
+from console.addresses import trusted_networks
 from console.auth import ApiKeys, Sessions
 from console.board import Board
 from console.events import DeadLetters, feed
@@ -79,6 +80,23 @@ async def start_events_consumer(settings: Settings) -> AIOKafkaConsumer:
     return await start_at_end(settings, topics.INCIDENTS_EVENTS)
 
 
+def http_config(app: Any, settings: Settings) -> uvicorn.Config:
+    """How the HTTP app is served. uvicorn's own proxy-header handling is off: it believed
+    X-Forwarded-For from loopback whatever TRUSTED_PROXIES said, before the app's own rule
+    (console.addresses) ran, so a forged header changed the address throttles key on and the
+    audit log records."""
+    return uvicorn.Config(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
 async def reconcile(intake: IntakeService, settings: Settings, stopping: asyncio.Event) -> None:
     """Publish again acknowledged reports not yet in an incident (see IntakeService.reconcile)."""
     while not stopping.is_set():
@@ -134,7 +152,14 @@ async def amain(settings: Settings) -> None:
             topics.POSITIONS_RAW, key=fix["responder_id"].encode(), value=orjson.dumps(fix)
         )
 
-    hub = LiveHub(board, sessions, send_command, recommender, send_position)
+    hub = LiveHub(
+        board,
+        sessions,
+        send_command,
+        recommender,
+        send_position,
+        trusted_proxies=trusted_networks(settings.trusted_proxies),
+    )
     positions_consumer = await start_positions_consumer(settings)
     positions = PositionFeed(hub, settings.position_push_ms, window=settings.time_window)
     intake = IntakeService(pool, producer, window=settings.time_window)
@@ -149,16 +174,7 @@ async def amain(settings: Settings) -> None:
         plans=plans,
         live=live,
     )
-    http = _Server(
-        uvicorn.Config(
-            create_http_app(services),
-            host=settings.http_host,
-            port=settings.http_port,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-        )
-    )
+    http = _Server(http_config(create_http_app(services), settings))
     tasks: list[asyncio.Task[None]] = []
     async with serve_live(hub, settings.http_host, settings.ws_port, allowed_origins(settings)):
         tasks = [

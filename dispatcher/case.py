@@ -109,6 +109,7 @@ class CaseCommand:
     at: datetime
     reason: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    origin: str | None = None  # the sender's network address, for the audit log
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ def command_json(cmd: CaseCommand) -> dict[str, Any]:
         "at": cmd.at.isoformat(),
         "reason": cmd.reason,
         "data": cmd.data,
+        "origin": cmd.origin,
     }
 
 
@@ -45,4 +46,7 @@ def parse_command(raw: bytes | None) -> CaseCommand:
     reason = d.get("reason")
     if reason is not None and not isinstance(reason, str):
         raise ValueError("reason: must be a string")
-    return CaseCommand(d["action"], d["incident_id"], d["command_id"], d["actor"], at, reason, data)
+    origin = d.get("origin")
+    if origin is not None and (not isinstance(origin, str) or len(origin) > 64):
+        raise ValueError("origin: must be an address (a string of at most 64 characters)")
+    return CaseCommand(d["action"], d["incident_id"], d["command_id"], d["actor"], at, reason, data, origin)

@@ -317,8 +317,9 @@ class IncidentService:
         self, conn: asyncpg.Connection, cmd: CaseCommand, outcome: str, detail: str | None
     ) -> None:
         await conn.execute(
-            """INSERT INTO audit_log (command_id, incident_id, action, actor, at, outcome, detail, data)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (command_id) DO NOTHING""",
+            """INSERT INTO audit_log (command_id, incident_id, action, actor, at, outcome, detail, data,
+                                      origin)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (command_id) DO NOTHING""",
             cmd.command_id,
             cmd.incident_id,
             cmd.action,
@@ -327,6 +328,7 @@ class IncidentService:
             outcome,
             detail,
             {"reason": cmd.reason, **cmd.data},
+            cmd.origin,
         )
 
     async def _messages(

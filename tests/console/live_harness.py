@@ -19,6 +19,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from console.addresses import trusted_networks
 from console.auth import Sessions
 from console.board import Board
 from console.live import LiveHub, LiveLimits, SendCommand, serve_live
@@ -113,10 +114,15 @@ class Centre:
         return delta.seq
 
     async def open(
-        self, person: str, origin: str | None = None, rcvbuf: int | None = None, **hello: Any
+        self,
+        person: str,
+        origin: str | None = None,
+        rcvbuf: int | None = None,
+        headers: dict[str, str] | None = None,
+        **hello: Any,
     ) -> Peer:
         """Connect and authenticate as `person`; the peer has read the ack and the first frame."""
-        peer = await Peer.connect(self.url, origin, rcvbuf)
+        peer = await Peer.connect(self.url, origin, rcvbuf, headers)
         await peer.send({"type": "auth", "id": "hello", "token": self.tokens[person], **hello})
         ack = await peer.recv()
         assert ack["type"] == "ack" and ack["id"] == "hello", ack
@@ -137,7 +143,13 @@ class Peer:
         self.n = 0
 
     @classmethod
-    async def connect(cls, url: str, origin: str | None = None, rcvbuf: int | None = None) -> Peer:
+    async def connect(
+        cls,
+        url: str,
+        origin: str | None = None,
+        rcvbuf: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Peer:
         """`rcvbuf`: a small kernel receive buffer, for a peer that will stop reading."""
         sock = None
         if rcvbuf is not None:
@@ -146,7 +158,14 @@ class Peer:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
             sock.setblocking(False)
             await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
-        ws = await connect(url, origin=origin, max_size=2**25, open_timeout=5, sock=sock)  # type: ignore[arg-type]
+        ws = await connect(
+            url,
+            origin=origin,  # type: ignore[arg-type]
+            max_size=2**25,
+            open_timeout=5,
+            sock=sock,
+            additional_headers=headers,
+        )
         return cls(ws)
 
     async def send(self, frame: dict[str, Any] | str | bytes) -> None:
@@ -246,6 +265,7 @@ async def live_centre(
     board: Board | None = None,
     recommender: Callable[[dict[str, Any]], Any] | None = None,
     send_position: SendCommand | None = None,
+    trusted_proxies: str = "",
     **limits: Any,
 ) -> AsyncIterator[Centre]:
     """A live server with two open incidents, A (a task of `responder`) and B (a task of
@@ -292,6 +312,7 @@ async def live_centre(
         recommender or rec,
         send_position or keep_position,
         LiveLimits.for_session_ttl(ttl_s, **{"auth_timeout_s": 1.0, **limits}),
+        trusted_proxies=trusted_networks(trusted_proxies),
     )
     centre.hub = hub
     stopping = asyncio.Event()

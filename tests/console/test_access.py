@@ -9,8 +9,9 @@ the lockout answer, idle expiry, and that no one can edit the audit log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import httpx
 import orjson
 import pytest
 import redis.asyncio as aioredis
+import uvicorn
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -28,6 +30,7 @@ from starlette.routing import Mount
 from console.auth import ApiKeys, Sessions
 from console.http import LEAFLET, ConsoleServices, access_rules, create_http_app
 from console.intake import IntakeService
+from console.main import http_config
 from console.passwords import hash_password
 from console.permissions import KEY_PERMISSIONS, USER_PERMISSIONS, Perm, key_allows, user_allows
 from console.registry import RegistryService
@@ -35,6 +38,7 @@ from console.throttle import Backoff, LoginPolicy
 from dispatcher.store import init_connection
 from infra.seed import DEMO_API_KEYS, api_key_hash
 from infra.settings import Settings
+from infra.stack import free_port
 from streams.livestate import LiveState
 
 PASSWORD = "access-test-2026"
@@ -603,3 +607,51 @@ async def test_client_addresses_come_from_trusted_proxies_only(
     assert await login_origin("10.200.0.5", "6.6.6.6, 203.0.113.7, 10.200.3.3") == "203.0.113.7"
     # Straight from the network: a forged header changes nothing.
     assert await login_origin("198.51.100.9", "192.0.2.1") == "198.51.100.9"
+
+
+@contextlib.contextmanager
+def _no_signals(server: uvicorn.Server) -> Iterator[None]:
+    yield
+
+
+async def _served_login_origin(world: World, settings: Settings, redis: aioredis.Redis) -> str:
+    """Log in through the app served by uvicorn as console.main configures it, from 127.0.0.1
+    with a forged X-Forwarded-For; the address the audit log recorded."""
+    app = make_app(world.pool, redis, settings, Sessions(world.pool, 3600))
+    server = uvicorn.Server(http_config(app, settings))
+    server.capture_signals = lambda: _no_signals(server)  # type: ignore[method-assign]
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not serving.done(), "uvicorn did not start"
+            await asyncio.sleep(0.02)
+        username = world.usernames["commander"]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.http_port}") as http:
+            r = await http.post(
+                "/api/v1/auth/login",
+                json={"username": username, "password": PASSWORD},
+                headers={"X-Forwarded-For": "10.9.8.7"},
+            )
+            assert r.status_code == 200, r.text
+        return str(
+            await world.pool.fetchval(
+                "SELECT origin FROM audit_log WHERE kind = 'login' AND actor = $1 ORDER BY seq DESC LIMIT 1",
+                f"commander:{username}",
+            )
+        )
+    finally:
+        server.should_exit = True
+        await serving
+
+
+async def test_uvicorn_as_configured_does_not_believe_a_forged_forwarded_for(
+    world: World,
+    settings: Settings,
+    redis: aioredis.Redis,
+) -> None:
+    """uvicorn's proxy headers trusted loopback before the app's rule ran: from 127.0.0.1, a
+    forged header was the audited address and dodged the login throttle."""
+    direct = replace(settings, http_port=free_port(), trusted_proxies="")
+    assert await _served_login_origin(world, direct, redis) == "127.0.0.1"
+    behind = replace(settings, http_port=free_port(), trusted_proxies="127.0.0.1")
+    assert await _served_login_origin(world, behind, redis) == "10.9.8.7"

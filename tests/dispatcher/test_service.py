@@ -9,9 +9,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 
 from dispatcher import casestore, store
+from dispatcher.case import CaseCommand
+from dispatcher.commands import command_json, parse_command
 from dispatcher.lifecycle import Action, Command, transition
 from dispatcher.plan import load_plans
 from dispatcher.service import SYSTEM_ACTOR, IncidentService
@@ -110,7 +113,6 @@ async def test_the_timeline_is_append_only(pool: asyncpg.Pool) -> None:
 
 
 async def test_a_replayed_command_has_one_effect_and_every_command_is_audited(pool: asyncpg.Pool) -> None:
-    from dispatcher.case import CaseCommand
 
     service = IncidentService(pool, load_plans())
     rec = enriched(f"A-{uuid.uuid4().hex[:8]}")
@@ -207,3 +209,23 @@ async def test_reports_of_one_place_filed_side_by_side_still_merge(pool: asyncpg
     statuses = sorted(r["status"] for r in rows)
     assert statuses == ["merged", "merged", "merged", "new"], statuses
     assert sum(len(r.forwards) for r in results) == 3  # an absorb for each merge
+
+
+async def test_a_commands_audit_row_keeps_its_senders_address(pool: asyncpg.Pool) -> None:
+    """The console puts the sender's address on each command; the audit row records it (it used
+    to say null for every command sent over the WebSocket)."""
+
+    cmd = CaseCommand(
+        "note",
+        "INC-nobody",
+        f"operator:duty:{uuid.uuid4().hex[:8]}",
+        "operator:duty",
+        datetime.now(UTC),
+        data={"text": "记录"},
+        origin="10.20.30.40",
+    )
+    again = parse_command(orjson.dumps(command_json(cmd)))
+    assert again == cmd  # the address travels with the command
+    await IncidentService(pool, load_plans()).handle(again)
+    row = await pool.fetchrow("SELECT outcome, origin FROM audit_log WHERE command_id = $1", cmd.command_id)
+    assert tuple(row) == ("refused", "10.20.30.40")
