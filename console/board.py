@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from console.masking import masked_incident
+from console.masking import masked_event, masked_incident
 from dispatcher.lifecycle import OPEN_STATES, IncidentState
 
 
@@ -73,7 +73,7 @@ class Board:
             while len(self._closed) > self._closed_kept:
                 self._versions.pop(self._closed.popitem(last=False)[0], None)
         self.seq += 1
-        event = {k: v for k, v in message.items() if k != "incident"}
+        event = masked_event({k: v for k, v in message.items() if k != "incident"})
         frame = orjson.dumps({"type": "delta", "seq": self.seq, "event": event, "incident": view})
         # orjson's bytes keep the capacity it grew to (several times the length): the history
         # and every client's queue hold this frame, so they hold an exact-size copy.

@@ -41,6 +41,7 @@ from console.masking import (
     masked_incident,
     masked_payload,
     responder_incident,
+    unmasked_texts,
 )
 from console.passwords import hash_password
 from console.permissions import Perm, UserRole, key_allows, user_allows
@@ -807,11 +808,32 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         view = store.incident_view(row)
         contact = {f: view[f] for f in PERSONAL_FIELDS if view.get(f)}
         reports = []
+        # free text with numbers in it, unmasked: the incident with its tasks, its timeline
+        texts = [
+            {"where": path, "text": text}
+            for path, text in unmasked_texts(await casestore.full_view(svc.pool, row))
+        ]
+        for e in await store.events_of(svc.pool, incident_id):
+            event = store.event_view(e)
+            texts += [
+                {"where": f"timeline.{event['event_id']}.{path}", "text": text}
+                for path, text in unmasked_texts({"reason": event.get("reason"), "data": event.get("data")})
+            ]
         for r in await store.linked_reports(svc.pool, incident_id):
-            found = {f: r["payload"][f] for f in PERSONAL_FIELDS if r["payload"].get(f)}
+            found: dict[str, Any] = {f: r["payload"][f] for f in PERSONAL_FIELDS if r["payload"].get(f)}
+            written = [{"where": path, "text": text} for path, text in unmasked_texts(r["payload"])]
+            if written:
+                found["texts"] = written
             if found:
                 reports.append({"tracking_no": r["tracking_no"], "source": r["source"], **found})
-        fields = sorted({*contact, *(f for r in reports for f in r if f in PERSONAL_FIELDS)})
+        fields = sorted(
+            {
+                *contact,
+                *(f for r in reports for f in r if f in PERSONAL_FIELDS),
+                *(t["where"].rsplit(".", 1)[-1] for t in texts),
+                *(t["where"].rsplit(".", 1)[-1] for r in reports for t in r.get("texts", [])),
+            }
+        )
         entry = await audit.record(
             "reveal",
             "reveal",
@@ -824,7 +846,14 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
             data={"fields": fields, "tracking_nos": [r["tracking_no"] for r in reports]},
         )
         return JSONResponse(
-            {"incident_id": incident_id, **contact, "reports": reports, "fields": fields, "audit_id": entry},
+            {
+                "incident_id": incident_id,
+                **contact,
+                "texts": texts,
+                "reports": reports,
+                "fields": fields,
+                "audit_id": entry,
+            },
             headers=NO_STORE,
         )
 

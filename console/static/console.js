@@ -210,8 +210,14 @@ async function select(id) {
     $("#p-timeline").innerHTML = (full.timeline || []).map((e) => `<li>${bj(e.at)} ${esc(EVENT_LABEL[e.type] || e.type)}${e.reason ? "：" + esc(e.reason) : ""}${e.data && e.data.text ? "：" + esc(e.data.text) : ""}</li>`).join("");
   } catch (e) { console.warn(e); }
 }
-function hasContact(i) { return Boolean(i.caller_phone || i.caller_name || i.reporter_id); }
+// a masked number in free text shows as digits around a run of asterisks: 138****8000
+const MASKED_NUMBER = /\*{4,}\d{4}/;
+function hasContact(i) {
+  if (i.caller_phone || i.caller_name || i.reporter_id) return true;
+  return [i.description, i.title, (i.location || {}).address, ...(i.tasks || []).map((t) => t.note)].some((t) => MASKED_NUMBER.test(t || ""));
+}
 const FIELD_LABEL = { caller_phone: "来电号码", caller_name: "来电人", reporter_id: "上报人" };
+const TEXT_LABEL = { description: "描述", title: "标题", address: "地址", text: "记录", note: "处置说明", reason: "原因", comment: "评价", message: "留言" };
 // 查看号码: the unmasked contact, on request with a reason; the server audits every reveal.
 async function reveal() {
   const id = state.selected; if (!id) return;
@@ -225,7 +231,15 @@ async function reveal() {
     for (const f of ["caller_name", "caller_phone", "reporter_id"]) if (r[f]) parts.push(`${FIELD_LABEL[f]} ${esc(r[f])}`);
     for (const rep of r.reports || []) {
       const bits = ["caller_name", "caller_phone", "reporter_id"].filter((f) => rep[f] && rep[f] !== r[f]).map((f) => `${FIELD_LABEL[f]} ${esc(rep[f])}`);
+      for (const t of rep.texts || []) bits.push(`${TEXT_LABEL[t.where.split(".").pop()] || "文字"}「${esc(t.text)}」`);
       if (bits.length) parts.push(`${SOURCE_LABEL[rep.source] || rep.source}：${bits.join(" ")}`);
+    }
+    // numbers typed into free text (description, notes, reasons), shown here unmasked
+    const seen = new Set();
+    for (const t of r.texts || []) {
+      if (seen.has(t.text)) continue;
+      seen.add(t.text);
+      parts.push(`${TEXT_LABEL[t.where.split(".").pop()] || "文字"}「${esc(t.text)}」`);
     }
     state.revealed = id;
     $("#p-reveal-result").innerHTML = (parts.join("；") || "无联系信息") + ' <small class="muted">（已记录查看）</small>';

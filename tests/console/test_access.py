@@ -43,6 +43,8 @@ from streams.livestate import LiveState
 
 PASSWORD = "access-test-2026"
 PHONE, NAME, REPORTER = "13912345678", "王先生", "resident-7788"
+# Numbers people typed into free text (a description, a note): personal data all the same.
+TYPED_MOBILE, TYPED_LANDLINE, TYPED_ID = "13700001111", "023-68881234", "500101199001011234"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 HAS_LEAFLET = LEAFLET.is_dir()  # installed by ./centre (npm); the route exists only then
 KEYS = ("camera", "hotline", "app", "positions", "admin_key")
@@ -83,7 +85,7 @@ async def seed_incident(pool: asyncpg.Pool, responder_id: str) -> tuple[str, str
         "caller_name": NAME,
         "reporter_id": REPORTER,
         "category": "cooking_fumes",
-        "description": "油烟",
+        "description": f"油烟，身份证{TYPED_ID}",
     }
     record = {"caller_phone": PHONE, "caller_name": NAME, "reporter_id": REPORTER, "location": {}}
     await pool.execute(
@@ -97,10 +99,11 @@ async def seed_incident(pool: asyncpg.Pool, responder_id: str) -> tuple[str, str
     await pool.execute(
         """INSERT INTO incidents (incident_id, status, source, category, severity, title, description,
                                   lon, lat, occurred_at, record)
-           VALUES ($1, 'dispatched', 'hotline', 'cooking_fumes', 3, '油烟扰民', '楼下饭店油烟',
+           VALUES ($1, 'dispatched', 'hotline', 'cooking_fumes', 3, '油烟扰民', $3,
                    106.53, 29.63, now(), $2)""",
         iid,
         record,
+        f"楼下饭店油烟，回电{TYPED_MOBILE}联系人李女士",
     )
     await pool.execute(
         "INSERT INTO incident_reports (incident_id, tracking_no) VALUES ($1, $2)", iid, tracking
@@ -113,13 +116,21 @@ async def seed_incident(pool: asyncpg.Pool, responder_id: str) -> tuple[str, str
         {"state": "new", "caller_phone": PHONE},
     )
     await pool.execute(
+        """INSERT INTO incident_events (event_id, incident_id, version, type, actor, at, public, data)
+           VALUES ($1, $2, 2, 'incident.note', 'operator:duty', now(), false, $3)""",
+        uid("EV"),
+        iid,
+        {"state": "dispatched", "text": f"居民来电{TYPED_LANDLINE}催办", "reason": f"改约{TYPED_MOBILE}"},
+    )
+    await pool.execute(
         """INSERT INTO tasks (task_id, incident_id, responder_id, responder_name, responder_kind, kind,
-                              state, version, org, offered_at, accepted_at, updated_at)
+                              state, version, org, offered_at, accepted_at, updated_at, note)
            VALUES ($1, $2, $3, '测试网格员', 'grid_worker', 'response', 'accepted', 1, '测试社区',
-                   now(), now(), now())""",
+                   now(), now(), now(), $4)""",
         uid("T"),
         iid,
         responder_id,
+        f"已电话联系{TYPED_LANDLINE}",
     )
     return iid, tracking
 
@@ -371,8 +382,8 @@ def test_permission_table() -> None:
 
 
 def no_personal_data(payload: Any) -> None:
-    text = orjson.dumps(payload).decode()
-    for secret in (PHONE, NAME, REPORTER):
+    text = orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS).decode()
+    for secret in (PHONE, NAME, REPORTER, TYPED_MOBILE, TYPED_LANDLINE, TYPED_ID):
         assert secret not in text, (secret, text[:400])
 
 
@@ -391,6 +402,11 @@ async def test_every_endpoint_that_returns_incidents_masks_personal_data(world: 
                 assert full["reports"][0]["payload"]["caller_phone"] == "139****5678"
                 assert full["timeline"][0]["data"]["caller_phone"] == "139****5678"
                 assert full["tasks"] and full["recommended"] is not None
+                # numbers typed into free text are masked where they sit
+                assert "回电137****1111联系人" in full["description"]
+                assert full["reports"][0]["payload"]["description"] == "油烟，身份证5001**********1234"
+                assert full["tasks"][0]["note"] == "已电话联系023*****1234"
+                assert full["timeline"][1]["data"]["text"] == "居民来电023*****1234催办"
         # A responder's view: their job, no personal fields even masked, no other responders.
         mine = (
             await http.get(f"/api/v1/incidents/{world.incident_id}", headers=headers(world, "responder"))
@@ -415,12 +431,26 @@ async def test_a_reveal_answers_the_numbers_and_is_audited(world: World) -> None
             body["caller_phone"] == PHONE and body["caller_name"] == NAME and body["reporter_id"] == REPORTER
         )
         assert body["reports"][0]["caller_phone"] == PHONE
+        # and the free text with numbers in it, unmasked, named by where it sits
+        texts = {t["where"].split(".")[-1]: t["text"] for t in body["texts"]}
+        assert TYPED_MOBILE in texts["description"] and TYPED_LANDLINE in texts["note"]
+        assert TYPED_LANDLINE in texts["text"] and TYPED_MOBILE in texts["reason"]
+        assert body["reports"][0]["texts"] == [{"where": "description", "text": f"油烟，身份证{TYPED_ID}"}]
         entry = await world.pool.fetchrow("SELECT * FROM audit_log WHERE command_id = $1", body["audit_id"])
         assert entry["kind"] == "reveal" and entry["actor"] == f"commander:{world.usernames['commander']}"
         assert entry["incident_id"] == world.incident_id and entry["origin"] == "10.9.8.7"
         assert entry["detail"] == "回访居民核实情况" and entry["outcome"] == "revealed"
-        assert entry["data"]["fields"] == ["caller_name", "caller_phone", "reporter_id"]
-        assert PHONE not in str(entry["data"])  # the log names the fields, never their values
+        assert entry["data"]["fields"] == [
+            "caller_name",
+            "caller_phone",
+            "description",
+            "note",
+            "reason",
+            "reporter_id",
+            "text",
+        ]
+        for value in (PHONE, TYPED_MOBILE, TYPED_LANDLINE, TYPED_ID):
+            assert value not in str(entry["data"])  # the log names the fields, never their values
         # The reveal is readable in the audit log over the API, newest first, filtered.
         log = await http.get(
             f"/api/v1/audit?kind=reveal&incident_id={world.incident_id}&limit=1",

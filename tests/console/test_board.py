@@ -242,3 +242,22 @@ def test_replays_never_produce_a_delta_twice(case: tuple[list[dict[str, Any]], i
             assert missed is None
     open_ids = {i for i, m in last.items() if m["state"] not in ("closed", "cancelled", "merged")}
     assert {i["incident_id"] for i in orjson.loads(board.snapshot())["incidents"]} == open_ids
+
+
+def test_a_delta_masks_numbers_typed_into_the_incident_and_into_the_event() -> None:
+    """What a console receives: the view's and the event's free text masked (PIPL); the event's
+    reason and note text went out verbatim before."""
+    board = Board()
+    msg = message("INC-9", 1, description="回电13700001111")
+    msg["reason"] = "居民改约023-68881234"
+    msg["data"] = {"text": "身份证500101199001011234", "caller_phone": "13800138000"}
+    delta = board.apply(msg)
+    assert delta is not None
+    frame = delta.frame.decode()
+    for number in ("13700001111", "023-68881234", "500101199001011234", "13800138000"):
+        assert number not in frame, number
+    sent = orjson.loads(delta.frame)
+    assert sent["incident"]["description"] == "回电137****1111"
+    assert sent["event"]["reason"] == "居民改约023*****1234"
+    snapshot = board.snapshot().decode()
+    assert "13700001111" not in snapshot and "137****1111" in snapshot

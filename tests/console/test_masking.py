@@ -1,4 +1,4 @@
-"""Personal data on screens: phones, names and reporter ids are masked."""
+"""Personal data on screens: phones, names and reporter ids are masked, and numbers typed into free text."""
 
 from __future__ import annotations
 
@@ -7,7 +7,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from console.masking import mask_id, mask_name, mask_phone, masked_incident, masked_payload
+from console.masking import (
+    mask_id,
+    mask_name,
+    mask_phone,
+    mask_text,
+    masked_event,
+    masked_incident,
+    masked_payload,
+    masked_tree,
+    responder_incident,
+    unmasked_texts,
+)
 
 
 @pytest.mark.parametrize(
@@ -101,8 +112,6 @@ def test_masked_payload() -> None:
 
 
 def test_the_ops_tail_sees_no_personal_data_anywhere_in_a_record() -> None:
-    from console.masking import masked_tree
-
     raw = {
         "tracking_no": "H20261122-0001",
         "payload": {"caller_phone": "13800138000", "caller_name": "李女士", "description": "油烟"},
@@ -115,3 +124,81 @@ def test_the_ops_tail_sees_no_personal_data_anywhere_in_a_record() -> None:
     assert shown["records"][0]["payload"]["description"] == "油烟"  # the rest untouched
     assert orjson.loads(shown["letter"]["value"])["payload"]["caller_name"].startswith("李")
     assert masked_tree("not json") == "not json" and masked_tree(None) is None
+
+
+# --- numbers typed into free text ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("回电13800138000 联系人李女士", "回电138****8000 联系人李女士"),
+        ("电话：023-68881234", "电话：023*****1234"),
+        ("座机02368881234转", "座机023****1234转"),
+        ("+86 138 0013 8000", "+86 *********8000"),
+        ("身份证500101199001011234号", "身份证5001**********1234号"),
+        ("身份证11010519491231002X", "身份证1101**********002X"),
+        ("旧证110105491231002", "旧证1101*******1002"),
+    ],
+)
+def test_phone_and_id_numbers_in_free_text_are_masked(text: str, masked: str) -> None:
+    assert str(mask_text(text)).endswith(masked)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "摄像头50010800001320000042告警",  # a 20-digit camera id
+        "单号H20261122-5F3A9C1D",
+        "2026-11-22T09:30:00+08:00",
+        "坐标106.5321, 29.6312，3栋1201室",
+        "置信度 91%，编号 12345-20261122-00077",
+        "",
+    ],
+)
+def test_what_is_not_a_personal_number_is_left_alone(text: str) -> None:
+    assert mask_text(text) == text
+
+
+chinese = st.text(alphabet=st.sampled_from("楼下油烟垃圾满了请尽快处理联系人李女士，。 "), max_size=12)
+
+
+@given(chinese, st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True), chinese)
+def test_a_mobile_number_anywhere_in_chinese_text_never_shows_whole(
+    before: str, phone: str, after: str
+) -> None:
+    masked = mask_text(f"{before}{phone}{after}")
+    assert masked is not None and phone not in masked
+    assert masked == f"{before}{phone[:3]}****{phone[-4:]}{after}"  # a literal expectation
+
+
+def test_free_text_is_masked_in_every_view_event_and_tail_record() -> None:
+    view = {
+        "incident_id": "INC-3",
+        "description": "回电13800138000",
+        "location": {"address": "联系电话 023-68881234 的那栋楼"},
+        "tasks": [
+            {"task_id": "T-1", "note": "已联系13800138000", "photo_urls": ["http://p/13800138000.jpg"]}
+        ],
+    }
+    shown = masked_incident(view)
+    assert shown["description"] == "回电138****8000"
+    assert shown["location"]["address"] == "联系电话 023*****1234 的那栋楼"
+    assert shown["tasks"][0]["note"] == "已联系138****8000"
+    assert shown["tasks"][0]["photo_urls"] == ["http://p/13800138000.jpg"]  # a URL is not free text
+    event = masked_event(
+        {"type": "task.decline", "reason": "身份证500101199001011234", "data": {"text": "x"}}
+    )
+    assert event["reason"] == "身份证5001**********1234"
+    phone_view = responder_incident({**view, "title": "垃圾满溢·回电13800138000"}, [])
+    assert "13800138000" not in orjson.dumps(phone_view).decode()
+    tail = orjson.loads(masked_tree({"value": orjson.dumps(view).decode()})["value"])
+    assert tail["description"] == "回电138****8000" and tail["tasks"][0]["note"] == "已联系138****8000"
+
+
+def test_what_the_reveal_returns_is_the_free_text_masking_changed() -> None:
+    view = {"description": "回电13800138000", "title": "油烟", "tasks": [{"note": "座机023-68881234"}]}
+    assert list(unmasked_texts(view)) == [
+        ("description", "回电13800138000"),
+        ("tasks.0.note", "座机023-68881234"),
+    ]
