@@ -75,7 +75,7 @@ class User:
 class LoginRefused:
     """Why a login failed: bad credentials, or a lane that must wait (console/throttle.py)."""
 
-    reason: Literal["invalid", "delayed"]
+    reason: Literal["invalid", "delayed", "too_frequent"]
     retry_after_s: int = 0
     lane: Scope | None = None  # the lane that is waiting, when delayed
 
@@ -109,6 +109,11 @@ ON CONFLICT (scope, subject) DO UPDATE SET
 RETURNING failures, extract(epoch FROM now())::float8 AS now_s"""
 
 MAX_DEVICES: Final = 20  # device tokens kept per user (the oldest beyond are forgotten)
+# One account's logins: at most this many sessions opened a minute (each login costs a password
+# hash: 300 logins of one viewer at 25/s slowed every operator's login tenfold), and at most this
+# many live at once (a new one ends the oldest).
+LOGINS_PER_MINUTE: Final = 10
+SESSIONS_PER_USER: Final = 50
 
 
 class Sessions:
@@ -157,6 +162,20 @@ class Sessions:
                 "login", "login", actor, "delayed", origin=origin, detail=f"{lane.scope}: {wait} s to wait"
             )
             return LoginRefused("delayed", wait, lane.scope)
+        busy = await self._pool.fetchval(
+            """SELECT ceil(60 - extract(epoch FROM now() - min(created_at)))::int FROM (
+                   SELECT created_at FROM sessions WHERE username = $1
+                      AND created_at > now() - interval '60 seconds'
+                    ORDER BY created_at DESC LIMIT $2) recent
+               HAVING count(*) >= $2""",
+            username,
+            LOGINS_PER_MINUTE,
+        )
+        if busy is not None:  # before the hash: a flood of good logins costs next to nothing
+            await self._audit.record(
+                "login", "login", actor, "too_frequent", origin=origin, detail=f"{busy} s to wait"
+            )
+            return LoginRefused("too_frequent", max(1, busy))
         row = await self._pool.fetchrow(
             """SELECT username, display_name, role, password_hash, responder_id, disabled
                  FROM users WHERE username = $1""",
@@ -201,6 +220,16 @@ class Sessions:
                         ORDER BY last_ok DESC LIMIT $2)""",
                 user.username,
                 MAX_DEVICES,
+            )
+            # At most SESSIONS_PER_USER live sessions: the oldest beyond end now (their sockets
+            # are closed at the next session check).
+            await conn.execute(
+                """UPDATE sessions SET revoked_at = now()
+                    WHERE username = $1 AND revoked_at IS NULL AND token_hash IN (
+                          SELECT token_hash FROM sessions WHERE username = $1 AND revoked_at IS NULL
+                           ORDER BY created_at DESC OFFSET $2)""",
+                user.username,
+                SESSIONS_PER_USER,
             )
             # Housekeeping: sessions that ended a day ago are of no more use.
             await conn.execute(

@@ -41,9 +41,12 @@ class Board:
         self._history_max = history
         self._history_max_bytes = history_bytes
         self.history_bytes = 0
+        self._snapshot_seq = -1  # the seq the encoded snapshots below are of
+        self._snapshots: dict[bool, bytes] = {}  # resync or not -> the encoded snapshot
 
     def load(self, views: list[dict[str, Any]]) -> None:
         """Initial state from the database (before any delta)."""
+        self._snapshot_seq = -1
         for view in views:
             self._versions[view["incident_id"]] = int(view["version"])
             if IncidentState(view["status"]) in OPEN_STATES:
@@ -87,9 +90,20 @@ class Board:
             self.history_bytes -= len(self._history.popleft().frame)
         return delta
 
-    def snapshot(self) -> bytes:
-        incidents = sorted(self._open.values(), key=lambda v: (v["severity"], v["occurred_at"]))
-        return orjson.dumps({"type": "snapshot", "seq": self.seq, "incidents": incidents})
+    def snapshot(self, resync: bool = False) -> bytes:
+        """Every open incident, encoded once per board state (and kind) and shared by every
+        client that asks before the next change (a busy street's board is hundreds of KB).
+        `resync`: marked as the answer to a resume the history could not serve."""
+        if self._snapshot_seq != self.seq:
+            self._snapshot_seq, self._snapshots = self.seq, {}
+        frame = self._snapshots.get(resync)
+        if frame is None:
+            incidents = sorted(self._open.values(), key=lambda v: (v["severity"], v["occurred_at"]))
+            body: dict[str, Any] = {"type": "snapshot", "seq": self.seq, "incidents": incidents}
+            if resync:
+                body["resync"] = True
+            frame = self._snapshots[resync] = bytes(memoryview(orjson.dumps(body)))
+        return frame
 
     def since(self, seq: int) -> list[Delta] | None:
         """Deltas after `seq`, or None if they are no longer held (the client must resync)."""

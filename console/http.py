@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from console.addresses import Networks, client_address, trusted_networks
 from console.audit import KINDS, AuditLog, AuditQuery
-from console.auth import ApiKeys, LoginRefused, Sessions, User
+from console.auth import LOGINS_PER_MINUTE, ApiKeys, LoginRefused, Sessions, User
 from console.intake import BEIJING, IntakeService, InvalidField, NotDurable, UnknownReference
 from console.masking import (
     PERSONAL_FIELDS,
@@ -652,6 +652,12 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
             if result.reason == "invalid":
                 raise HttpError(401, "unauthorized", "wrong username or password")
             wait = result.retry_after_s
+            if result.reason == "too_frequent":
+                message = (
+                    f"此账户登录过于频繁，请{wait}秒后再试 / more than {LOGINS_PER_MINUTE} logins of this "
+                    f"account a minute: retry in {wait} s"
+                )
+                raise HttpError(429, "too_many_logins", message, {"Retry-After": str(wait)})
             shown = f"{wait}秒" if wait < 120 else f"{-(-wait // 60)}分钟"
             message = (
                 f"登录失败次数过多，请{shown}后再试 / too many failed logins: retry in {wait} s"

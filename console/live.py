@@ -56,6 +56,7 @@ CLOSE_TOO_BIG = int(CloseCode.MESSAGE_TOO_BIG)  # 1009: sent by the library itse
 CLOSE_UNAUTHORISED = 4401  # no, a bad or an ended session: log in again
 CLOSE_FORBIDDEN = 4403  # a valid session whose role has no live access
 CLOSE_TOO_SLOW = 4408  # the client did not read its frames in time: reconnect and resume
+CLOSE_SUPERSEDED = 4409  # the same user opened more connections than allowed: the oldest goes
 
 SendCommand = Callable[[dict[str, Any]], Awaitable[None]]
 Recommender = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -111,6 +112,8 @@ class LiveLimits:
     pending_per_client: int = 100  # commands awaiting the dispatcher's answer
     pending_ttl_s: float = 120.0  # after which the server forgets to route the answer
     session_check_s: float = 30.0  # how often every socket's session is looked at
+    connections_per_user: int = 6  # one user's sockets at once; a newer one closes the oldest
+    snapshot_every_s: float = 2.0  # a client's own snapshot or resume at most this often
     ping_interval_s: float = 20.0
     ping_timeout_s: float = 20.0
 
@@ -172,6 +175,8 @@ class Client:
         self.closed = False  # being cut off: no more frames in or out
         self.sender: asyncio.Task[None] | None = None
         self.pending: set[str] = set()  # command ids awaiting the dispatcher
+        self.opened = time.monotonic()
+        self.last_snapshot = -float("inf")  # when this client last asked for a snapshot
         self._tokens = float(limits.rate_burst)
         self._strikes = 0.0
         self._stamp = time.monotonic()
@@ -334,6 +339,33 @@ class LiveHub:
         self._push_tasks(message)
         return delta
 
+    def _make_room_for(self, user: User) -> None:
+        """One user holds at most `connections_per_user` sockets: past it, their oldest are
+        closed (4409). A stale tab goes; a script opening sockets in a loop holds no more."""
+        mine = sorted(
+            (c for c in self.connected() if c.user.username == user.username and not c.closed),
+            key=lambda c: c.opened,
+        )
+        for old in mine[: max(0, len(mine) - self.limits.connections_per_user + 1)]:
+            log.warning("%s opened more than %d sockets: closing the oldest", user.actor, len(mine))
+            last = error_frame(
+                "superseded",
+                f"more than {self.limits.connections_per_user} connections for this user: closed the oldest",
+            )
+            self._cut_off(old, CLOSE_SUPERSEDED, "superseded", last)
+
+    def _snapshot_allowed(self, client: Client, cid: Any) -> bool:
+        """A client's own snapshot (or resume, which may be one) at most every `snapshot_every_s`:
+        deltas keep a board current, and a snapshot costs the server a whole board."""
+        now = time.monotonic()
+        if now - client.last_snapshot < self.limits.snapshot_every_s:
+            wait = self.limits.snapshot_every_s - (now - client.last_snapshot)
+            message = f"one snapshot every {self.limits.snapshot_every_s:g} s: ask again in {wait:.1f} s"
+            self._push(client, error_frame("rate_limited", message, cid))
+            return False
+        client.last_snapshot = now
+        return True
+
     def _push(self, client: Client, frame: bytes) -> None:
         if not client.offer(frame):
             log.warning("%s too slow (%d frames queued), disconnecting", client.user.actor, client.queued)
@@ -401,6 +433,7 @@ class LiveHub:
             "responder_id": user.responder_id,
         }
         client.offer(ack_frame(_echo_id(hello.get("id")), user=me))
+        self._make_room_for(user)
         if user.role in RESPONDERS and user.responder_id:
             client.offer(self._my_tasks(user.responder_id))
             self._responders.setdefault(user.responder_id, set()).add(client)
@@ -553,9 +586,7 @@ class LiveHub:
                     orjson.dumps({"type": "resumed", "from": resume_from, "seq": self.board.seq}),
                     *(d.frame for d in missed),
                 ]
-            snap = orjson.loads(self.board.snapshot())
-            snap["resync"] = True
-            return [orjson.dumps(snap)]
+            return [self.board.snapshot(resync=True)]
         return [self.board.snapshot()]
 
     # --- sessions -------------------------------------------------------------------------
@@ -649,6 +680,8 @@ class LiveHub:
         self._push(client, ack_frame(_echo_id(msg.get("id")), seq=self.board.seq))
 
     async def _snapshot(self, client: Client, msg: dict[str, Any]) -> None:
+        if not self._snapshot_allowed(client, _echo_id(msg.get("id"))):
+            return
         self._push(client, ack_frame(_echo_id(msg.get("id"))))
         self._push(client, self.board.snapshot())
 
@@ -657,6 +690,8 @@ class LiveHub:
         since = msg.get("since")
         if not isinstance(since, int) or isinstance(since, bool) or since < 0:
             self._push(client, error_frame("invalid", "since: a sequence number (integer >= 0)", cid))
+            return
+        if not self._snapshot_allowed(client, cid):
             return
         self._push(client, ack_frame(cid))
         for frame in self._start_frames(since):

@@ -87,6 +87,8 @@ function connect(url) {
     setConn("off", "已断开，重连中");
     if (e.code === 4401) return logout("登录已过期，请重新登录");
     if (e.code === 4403) return logout("此账号无权接收任务");
+    // this account opened more windows than allowed elsewhere: this one was the oldest; a click reconnects
+    if (e.code === 4409) { setConn("off", "已在其他窗口打开，点击重连"); notice("此账号在其他窗口打开过多，本窗口已断开"); document.querySelector("#conn").onclick = () => { document.querySelector("#conn").onclick = null; connect(url); }; return; }
     setTimeout(() => connect(url), Math.min(5000, 250 * 2 ** state.retry++));
   };
 }

@@ -9,7 +9,7 @@ import uuid
 import asyncpg
 import pytest
 
-from console.auth import LoggedIn, LoginRefused, Sessions, token_hash
+from console.auth import LOGINS_PER_MINUTE, SESSIONS_PER_USER, LoggedIn, LoginRefused, Sessions, token_hash
 from console.passwords import hash_password, needs_rehash, verify_password
 from console.throttle import Backoff, LoginPolicy
 
@@ -226,3 +226,41 @@ def test_password_hashes_are_salted_scrypt_with_sane_costs() -> None:
 @pytest.mark.parametrize("token", ["", "x" * 101])
 async def test_odd_tokens_are_refused_without_a_query(pg: asyncpg.Pool, token: str) -> None:
     assert await Sessions(pg, 60).user(token) is None
+
+
+async def test_one_accounts_logins_are_bounded_before_any_password_is_hashed(pg: asyncpg.Pool) -> None:
+    """300 logins of one viewer at 25/s each cost a password hash and slowed every operator's
+    login tenfold: an account opens at most LOGINS_PER_MINUTE sessions a minute."""
+    username, other = await make_user(pg, "viewer"), await make_user(pg)
+    sessions = Sessions(pg, 3600, policy=POLICY)
+    for _ in range(LOGINS_PER_MINUTE):
+        assert isinstance(await sessions.attempt(username, PASSWORD, ip()), LoggedIn)
+    refused = await sessions.attempt(username, PASSWORD, ip())
+    assert isinstance(refused, LoginRefused) and refused.reason == "too_frequent"
+    assert 1 <= refused.retry_after_s <= 60
+    last = await pg.fetchrow(
+        "SELECT outcome FROM audit_log WHERE kind = 'login' AND actor = $1 ORDER BY seq DESC LIMIT 1",
+        f"user:{username}",
+    )
+    assert last["outcome"] == "too_frequent"
+    assert isinstance(await sessions.attempt(other, PASSWORD, ip()), LoggedIn)  # others unaffected
+    await pg.execute(  # a minute on
+        "UPDATE sessions SET created_at = created_at - interval '61 seconds' WHERE username = $1", username
+    )
+    assert isinstance(await sessions.attempt(username, PASSWORD, ip()), LoggedIn)
+
+
+async def test_an_account_keeps_at_most_so_many_live_sessions_the_oldest_end(pg: asyncpg.Pool) -> None:
+    username = await make_user(pg)
+    sessions = Sessions(pg, 3600, policy=POLICY)
+    tokens = []
+    for _ in range(SESSIONS_PER_USER + 2):
+        await pg.execute(  # logins spread over time, not a burst
+            "UPDATE sessions SET created_at = created_at - interval '61 seconds' WHERE username = $1",
+            username,
+        )
+        result = await sessions.attempt(username, PASSWORD, ip())
+        assert isinstance(result, LoggedIn)
+        tokens.append(result.token)
+    alive = [await sessions.peek(t) is not None for t in tokens]
+    assert alive == [False, False] + [True] * SESSIONS_PER_USER

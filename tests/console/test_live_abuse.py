@@ -12,7 +12,7 @@ import orjson
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from console.live import CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_UNAUTHORISED
+from console.live import CLOSE_POLICY, CLOSE_SUPERSEDED, CLOSE_TOO_BIG, CLOSE_UNAUTHORISED
 from dispatcher.task import MAX_NOTE_CHARS, MAX_PHOTOS
 from tests.console.live_harness import ORIGIN, Peer, expect_delta, live_centre
 
@@ -286,3 +286,39 @@ async def test_the_server_declines_compression_so_a_shared_frame_is_never_encode
         assert peer.ws.protocol.extensions == []
         await expect_delta(peer, centre)
         await peer.close()
+
+
+async def test_one_user_holds_only_so_many_sockets_the_oldest_goes(pg: asyncpg.Pool) -> None:
+    """A viewer opening sockets in a loop used to hold every one of them (and the snapshots
+    they asked for): past the cap, their oldest socket is closed (4409)."""
+    async with live_centre(pg, connections_per_user=3) as centre:
+        operator = await centre.open("operator")
+        mine = [await centre.open("viewer") for _ in range(3)]
+        newest = await centre.open("viewer")
+        code, frames = await mine[0].closed_with()
+        assert code == CLOSE_SUPERSEDED and frames[-1]["code"] == "superseded"
+        for peer in (*mine[1:], newest, operator):  # the others, and other users, stay
+            assert (await peer.command("ping"))["type"] == "ack"
+        assert len([c for c in centre.hub.connected() if c.user.role == "viewer"]) == 3
+        for peer in (*mine[1:], newest, operator):
+            await peer.close()
+
+
+async def test_snapshots_are_rate_limited_per_client_and_shared_between_clients(pg: asyncpg.Pool) -> None:
+    async with live_centre(pg, snapshot_every_s=60) as centre:
+        viewer = await centre.open("viewer")
+        first = await viewer.command("snapshot")
+        assert first["type"] == "ack" and (await viewer.next_of("snapshot"))["seq"] == centre.board.seq
+        again = await viewer.command("snapshot")
+        assert again["code"] == "rate_limited" and "one snapshot every 60 s" in again["message"]
+        resumed = await viewer.command("resume", since=0)  # a resume may be a snapshot too
+        assert resumed["code"] == "rate_limited"
+        other = await centre.open("operator")  # another client: its own allowance
+        assert (await other.command("snapshot"))["type"] == "ack"
+        # one encoding of the board per state, whoever asks
+        assert centre.board.snapshot() is centre.board.snapshot()
+        before = centre.board.snapshot()
+        centre.publish()
+        assert centre.board.snapshot() is not before
+        await viewer.close()
+        await other.close()

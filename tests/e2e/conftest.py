@@ -225,11 +225,21 @@ async def http(stack: Settings) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+_DUTY: dict[str, str] = {}  # the duty operator's session, shared by the tests while it lasts
+
+
 @pytest.fixture
 async def token(http: httpx.AsyncClient) -> str:
+    """The duty operator's session, as a console keeps one: logged in once and used until it
+    ends (an account may open only so many sessions a minute, console.auth)."""
+    if "token" in _DUTY:
+        me = await http.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {_DUTY['token']}"})
+        if me.status_code == 200:
+            return _DUTY["token"]
     r = await http.post("/api/v1/auth/login", json={"username": "duty", "password": "duty-demo-2026"})
     assert r.status_code == 200, r.text
-    return str(r.json()["token"])
+    _DUTY["token"] = str(r.json()["token"])
+    return _DUTY["token"]
 
 
 @pytest.fixture
