@@ -45,10 +45,12 @@ from console.masking import (
 )
 from console.passwords import hash_password
 from console.permissions import Perm, UserRole, key_allows, user_allows
+from console.ratelimit import KeyedLimiter
 from console.registry import RegistryService
 from dispatcher import casestore, report, store
 from dispatcher.lifecycle import OPEN_STATES, STATE_LABELS, IncidentState
 from dispatcher.plan import PlanBook, load_plans
+from dispatcher.task import MAX_PHOTOS
 from infra.settings import Settings
 from streams.livestate import LiveState
 from streams.records import (
@@ -78,9 +80,12 @@ LEAFLET = next(
 )
 
 
+SWAGGER_UI = LEAFLET.parent.parent / "swagger-ui-dist"  # beside Leaflet in node_modules
+
 # Accepted photo formats and the bytes each file starts with.
 PHOTO_TYPES = {"image/jpeg": b"\xff\xd8\xff", "image/png": b"\x89PNG\r\n\x1a\n", "image/webp": b"RIFF"}
 MAX_PHOTO_BYTES = 5 * 1024 * 1024
+PUBLIC_PER_S, PUBLIC_BURST = 2.0, 60  # the public progress API's lookups per address
 # Task states in which a responder "holds" a task: they may read its incident and its photos.
 # A report some stage refused for good: the public status says it waits for a person.
 STUCK_LABEL: Final = "受理异常，待工作人员人工核查"
@@ -139,8 +144,28 @@ class BodyLimit:
             await _too_large(limit, send)
 
 
+def content_security_policy(settings: Settings) -> str:
+    """What the pages may load: scripts and styles from this server only (the map library and
+    the docs page are served from npm, never a CDN), the live socket, and images from anywhere
+    (camera snapshots and residents' photos live on the platforms that sent them)."""
+    return "; ".join(
+        (
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self' 'unsafe-inline'",  # Leaflet and Swagger UI set style attributes
+            "img-src 'self' data: blob: http: https:",
+            f"connect-src 'self' {settings.ws_url}",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        )
+    )
+
+
 class SecurityHeaders:
-    """ASGI middleware: every answer forbids MIME sniffing, framing and leaking the URL onward."""
+    """ASGI middleware: every answer forbids MIME sniffing, framing and leaking the URL onward,
+    and carries the pages' Content-Security-Policy."""
 
     HEADERS: Final = [
         (b"x-content-type-options", b"nosniff"),
@@ -148,8 +173,9 @@ class SecurityHeaders:
         (b"referrer-policy", b"no-referrer"),
     ]
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, csp: str = "default-src 'self'") -> None:
         self.app = app
+        self._headers = [*self.HEADERS, (b"content-security-policy", csp.encode())]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -158,7 +184,7 @@ class SecurityHeaders:
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *self.HEADERS]
+                message["headers"] = [*message.get("headers", []), *self._headers]
             await send(message)
 
         await self.app(scope, receive, with_headers)
@@ -335,10 +361,15 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
             "Intake, registry and read API of the street command centre. "
             "The WebSocket protocol is in docs/live-protocol.md."
         ),
+        docs_url=None,  # served below from npm's Swagger UI, not FastAPI's CDN page
+        redoc_url=None,
     )
+    # No redirect from a path with a trailing slash: Starlette's built the Location from the
+    # Host header, so any Host the client sent was reflected (an open redirect).
+    app.router.redirect_slashes = False
     app.add_middleware(BodyLimit, limit=svc.settings.max_body_bytes)
     app.add_middleware(RefuseNul)
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, csp=content_security_policy(svc.settings))
 
     @app.exception_handler(HttpError)
     async def _http_error(request: Request, exc: HttpError) -> JSONResponse:
@@ -358,8 +389,10 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
             error, message = "not_found", f"no such path: {request.url.path}"
         elif exc.status_code == 405:
             error, message = "method_not_allowed", f"{request.method} is not allowed on {request.url.path}"
-        elif cause is not None:
-            error, message = "bad_request", f"body could not be read: {type(cause).__name__}: {cause}"
+        elif isinstance(cause, RecursionError):
+            error, message = "malformed_json", "body is not valid JSON: nested too deeply"
+        elif cause is not None:  # what went wrong inside is the server's log's, not the client's
+            error, message = "bad_request", "body could not be read as JSON"
         else:
             error, message = "bad_request", str(exc.detail)
         return JSONResponse({"error": error, "message": message}, exc.status_code, headers=exc.headers)
@@ -383,6 +416,21 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
 
     def origin(request: Request) -> str | None:
         return client_ip(request, trusted)
+
+    # The public progress page (进度随时查) answers anyone with a tracking number: generous per
+    # address (residents behind a carrier's NAT share one), bounded all the same.
+    public = KeyedLimiter(rate=PUBLIC_PER_S, burst=PUBLIC_BURST)
+
+    def limit_public(request: Request) -> None:
+        wait = public.take(origin(request) or "?", asyncio.get_running_loop().time())
+        if wait:
+            seconds = max(1, int(wait + 0.999))
+            raise HttpError(
+                429,
+                "rate_limited",
+                f"查询过于频繁，请{seconds}秒后再试 / too many lookups from here: retry in {seconds} s",
+                {"Retry-After": str(seconds)},
+            )
 
     def needs_key(perm: Perm) -> Any:
         """An intake source's or the administrator's X-Api-Key that grants `perm`."""
@@ -891,8 +939,11 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         }
 
     @app.get("/api/v1/reports/{tracking_no}", tags=["read"], dependencies=[PUBLIC])
-    async def report_progress(tracking_no: Annotated[str, PathParam(max_length=40)]) -> dict[str, Any]:
+    async def report_progress(
+        request: Request, tracking_no: Annotated[str, PathParam(max_length=40)]
+    ) -> dict[str, Any]:
         """Public progress for the reporter (进度随时查): no personal data, public steps only."""
+        limit_public(request)
         row = await store.report_by_tracking_no(svc.pool, tracking_no)
         if row is None:
             raise HttpError(404, "not_found", f"no report {tracking_no!r}")
@@ -940,6 +991,7 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         request: Request, tracking_no: Annotated[str, PathParam(max_length=40)], body: Feedback
     ) -> JSONResponse:
         """The reporter rates the result once the incident is closed; "not fixed" reopens it."""
+        limit_public(request)
         row = await store.report_by_tracking_no(svc.pool, tracking_no)
         if row is None:
             raise HttpError(404, "not_found", f"no report {tracking_no!r}")
@@ -951,8 +1003,20 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
             incident_id = incident_row["merged_into"]
         if incident_row is None or incident_row["status"] != "closed":
             raise HttpError(409, "not_closed", "feedback is possible once the case is closed (办结)")
+        given = await svc.pool.fetchval(
+            """SELECT 1 FROM feedback WHERE incident_id = $1 AND tracking_no = $2
+                 AND at >= (SELECT max(at) FROM incident_events
+                             WHERE incident_id = $1 AND type = 'incident.close')""",
+            incident_id,
+            tracking_no,
+        )
+        if given:
+            raise HttpError(
+                409, "already_rated", "此次办理已评价，感谢反馈 / feedback on this result was given"
+            )
         command = {
-            "command_id": f"feedback:{tracking_no}:{uuid.uuid4().hex}",
+            # one feedback per report per closing: a repeat in the same round changes nothing
+            "command_id": f"feedback:{tracking_no}:r{incident_row['round']}",
             "incident_id": incident_id,
             "action": "feedback",
             "actor": f"resident:{tracking_no}",
@@ -1055,6 +1119,9 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
             raise HttpError(
                 409, "no_active_task", "photos belong to a task you have accepted: none is active"
             )
+        held = await svc.pool.fetchval("SELECT count(*) FROM photos WHERE task_id = $1", task["task_id"])
+        if held >= MAX_PHOTOS:
+            raise HttpError(409, "too_many_photos", f"a task holds at most {MAX_PHOTOS} photos")
         photo_id = uuid.uuid4().hex
         await svc.pool.execute(
             """INSERT INTO photos (photo_id, responder_id, content_type, bytes, incident_id, task_id)
@@ -1169,8 +1236,15 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
     async def favicon() -> Response:
         return Response(status_code=204)
 
+    @app.get("/docs", include_in_schema=False, dependencies=[PUBLIC])
+    async def api_docs() -> FileResponse:
+        """The OpenAPI document, readable (Swagger UI from npm, served here)."""
+        return FileResponse(STATIC / "docs.html")
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     if LEAFLET.is_dir():  # installed by ./centre (npm); the page says so when it is missing
         app.mount("/vendor/leaflet", StaticFiles(directory=LEAFLET), name="leaflet")
+    if SWAGGER_UI.is_dir():
+        app.mount("/vendor/swagger-ui", StaticFiles(directory=SWAGGER_UI), name="swagger-ui")
     app.state.access_rules = access_rules(app)  # refuses to build an app with an unguarded route
     return app

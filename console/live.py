@@ -36,6 +36,7 @@ from console.addresses import Networks, client_address
 from console.auth import Sessions, User
 from console.board import Board, Delta
 from console.permissions import USER_PERMISSIONS, Perm
+from console.ratelimit import TokenBucket
 from dispatcher.case import MAX_INCIDENT_NOTE_CHARS
 from dispatcher.lifecycle import IllegalTransition
 from dispatcher.task import check_note, check_photos
@@ -177,7 +178,7 @@ class Client:
         self.pending: set[str] = set()  # command ids awaiting the dispatcher
         self.opened = time.monotonic()
         self.last_snapshot = -float("inf")  # when this client last asked for a snapshot
-        self._tokens = float(limits.rate_burst)
+        self._bucket = TokenBucket(limits.rate_per_s, float(limits.rate_burst))
         self._strikes = 0.0
         self._stamp = time.monotonic()
 
@@ -211,14 +212,13 @@ class Client:
         self._frames.clear()
         self.queued_bytes = 0
 
-    def take_token(self) -> bool:
-        """Token bucket: True if this frame is within the rate; a refusal counts as a strike."""
-        now = time.monotonic()
-        elapsed, self._stamp = now - self._stamp, now
-        self._tokens = min(float(self._limits.rate_burst), self._tokens + elapsed * self._limits.rate_per_s)
+    def take_token(self, now: float | None = None) -> bool:
+        """Token bucket (console.ratelimit): True if this frame is within the rate; a refusal
+        counts as a strike, and strikes fade at one a second."""
+        now = time.monotonic() if now is None else now
+        elapsed, self._stamp = max(0.0, now - self._stamp), now
         self._strikes = max(0.0, self._strikes - elapsed)
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._bucket.take(now):
             return True
         self._strikes += 1.0
         return False

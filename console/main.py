@@ -30,6 +30,7 @@ from console.live import LiveHub, allowed_origins, serve_live
 from console.positions import PositionFeed, start_positions_consumer
 from console.registry import RegistryService
 from console.resync import resync_board
+from console.serving import http_config
 from dispatcher import casestore, outbox, store
 from dispatcher.live import live_recommendation
 from dispatcher.plan import load_plans
@@ -78,23 +79,6 @@ async def start_events_consumer(settings: Settings) -> AIOKafkaConsumer:
     """Assigned every partition and positioned at the end *before* the snapshot is read,
     so no event falls between the snapshot and the first delta."""
     return await start_at_end(settings, topics.INCIDENTS_EVENTS)
-
-
-def http_config(app: Any, settings: Settings) -> uvicorn.Config:
-    """How the HTTP app is served. uvicorn's own proxy-header handling is off: it believed
-    X-Forwarded-For from loopback whatever TRUSTED_PROXIES said, before the app's own rule
-    (console.addresses) ran, so a forged header changed the address throttles key on and the
-    audit log records."""
-    return uvicorn.Config(
-        app,
-        host=settings.http_host,
-        port=settings.http_port,
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-        proxy_headers=False,
-        server_header=False,
-    )
 
 
 async def reconcile(intake: IntakeService, settings: Settings, stopping: asyncio.Event) -> None:

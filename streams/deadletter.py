@@ -53,6 +53,17 @@ def decode_object(value: bytes | None, limit: int = MAX_RECORD_BYTES) -> dict[st
     return data
 
 
+def cut_utf8(value: bytes, limit: int) -> bytes:
+    """At most `limit` bytes of `value`, never ending inside a UTF-8 character (a Chinese
+    character is three bytes: a plain cut showed the ops tail a replacement mark)."""
+    if len(value) <= limit:
+        return value
+    end = limit
+    while end > 0 and end > limit - 3 and value[end] & 0xC0 == 0x80:  # a continuation byte
+        end -= 1
+    return value[:end]
+
+
 def check_key(key: bytes | None, field: str, expected: str) -> None:
     """The record's key must be its own id (`field` of the value)."""
     if key is None:
@@ -82,7 +93,7 @@ def dead_letter(
 ) -> DeadLetter:
     """The letter for one refused record. (topic, partition, offset) names the record exactly:
     readers use it to drop the copies several consumers of one record may each send."""
-    shown = "" if value is None else value[:MAX_LETTER_VALUE].decode("utf-8", "replace")
+    shown = "" if value is None else cut_utf8(value, MAX_LETTER_VALUE).decode("utf-8", "replace")
     if value is not None and len(value) > MAX_LETTER_VALUE:
         shown += f"…[cut: {len(value)} bytes in all]"
     return DeadLetter(

@@ -56,7 +56,7 @@ async def test_a_command_after_logout_is_refused_at_once(pg: asyncpg.Pool) -> No
 
 
 async def test_idle_sessions_expire_and_commands_count_as_use(pg: asyncpg.Pool) -> None:
-    async with live_centre(pg, ttl_s=2, session_check_s=0.25) as centre:
+    async with live_centre(pg, ttl_s=2, session_check_s=0.25, snapshot_every_s=0) as centre:
         busy = await centre.open("operator")
         idle = await centre.open("commander")
         pinging = await centre.open("viewer")

@@ -12,10 +12,12 @@ import asyncpg
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dispatcher.geo import GridIndex
 from infra.settings import Settings
-from streams.deadletter import MAX_LETTER_VALUE, check_key, dead_letter, decode_object
+from streams.deadletter import MAX_LETTER_VALUE, check_key, cut_utf8, dead_letter, decode_object
 from streams.normalise import BadRecord, normalise
 from streams.records import RawReport
 from streams.service import StreamService
@@ -205,3 +207,19 @@ async def test_a_batch_record_refuses_each_bad_fix_on_its_own_and_applies_the_re
     assert by_reason[3][2] is None and "not an array" in by_reason[3][1]
     assert (await service.live.responder("DL-BB1"))["lon"] == "106.52"
     assert (await service.live.responder("DL-BB2"))["lon"] == "106.54"
+
+
+@given(st.text(min_size=1, max_size=300), st.integers(1, 400))
+def test_a_letter_cuts_its_value_between_characters_never_inside_one(text: str, limit: int) -> None:
+    """Chinese text cut in the middle of a character showed the ops tail a replacement mark."""
+    raw = text.encode()
+    cut = cut_utf8(raw, limit)
+    assert len(cut) <= limit and raw.startswith(cut)
+    assert cut.decode("utf-8") == text[: len(cut.decode("utf-8"))]  # whole characters only
+    assert len(raw) - len(cut) == 0 or limit - len(cut) < 4  # at most one character short
+
+
+def test_a_long_chinese_record_in_a_letter_shows_no_broken_character() -> None:
+    value = ("垃圾桶满了" * 20_000).encode()  # 3 bytes a character: MAX_LETTER_VALUE falls inside one
+    letter = dead_letter("normalise", "x", "reports.raw", b"k", value, 0, 1)
+    assert "\ufffd" not in letter.value and letter.value.startswith("垃圾桶满了")
