@@ -276,22 +276,41 @@ def sightings(draw: st.DrawFn, ids: st.SearchStrategy[str]) -> Sighting:
     )
 
 
-def satisfies_rules(new: Sighting, old: Sighting, radius_m: float, window: timedelta) -> bool:
-    fam = family_of(new.category)
+# An oracle written apart from the code: which categories are the same kind of event (read off
+# the brief and the seeds, not off dispatcher.category), and distance on a flat map, which agrees
+# with the great circle to well under 1 % at these few hundred metres (borderline draws skipped).
+SAME_EVENT = {
+    "fire": {"smoke_fire", "gas_leak"},
+    "public_order": {"fight", "crowd_gathering", "neighbour_dispute"},
+    "medical": {"person_fallen", "elderly_help"},
+    "public_safety": {"high_altitude_throwing", "intrusion"},
+    "traffic": {"illegal_parking"},
+    "city_appearance": {"street_vending"},
+    "sanitation": {"garbage_overflow", "sewage"},
+    "utilities": {"water_supply", "power_supply", "heating"},
+    "public_facility": {"road_damage", "streetlight", "public_facility"},
+    "environment": {"cooking_fumes", "noise"},
+}  # "other" merges with nothing
+
+
+def flat_m(a: Sighting, b: Sighting) -> float:
+    dx = (b.lon - a.lon) * 111_320 * math.cos(math.radians((a.lat + b.lat) / 2))
+    dy = (b.lat - a.lat) * 110_574
+    return math.hypot(dx, dy)
+
+
+def same_event(a: str, b: str) -> bool:
+    return any(a in group and b in group for group in SAME_EVENT.values())
+
+
+def qualifies(new: Sighting, old: Sighting, radius_m: float, window: timedelta) -> bool:
     return (
         old.incident_id != new.incident_id
         and old.status not in ("closed", "cancelled", "merged")
-        and fam is not None
-        and fam != "other"
-        and family_of(old.category) == fam
-        and haversine_m(new.lon, new.lat, old.lon, old.lat) <= radius_m
+        and same_event(new.category, old.category)
+        and flat_m(new, old) <= radius_m
         and abs(new.occurred_at - old.occurred_at) <= window
     )
-
-
-def score(new: Sighting, old: Sighting, radius_m: float, window: timedelta) -> float:
-    d = haversine_m(new.lon, new.lat, old.lon, old.lat)
-    return d / radius_m + abs(new.occurred_at - old.occurred_at) / window
 
 
 candidate_ids = st.sampled_from([f"INC-{i}" for i in range(8)])
@@ -303,23 +322,28 @@ candidate_ids = st.sampled_from([f"INC-{i}" for i in range(8)])
     st.floats(50, 1000),
     st.integers(5, 180).map(lambda m: timedelta(minutes=m)),
 )
-def test_match_iff_some_candidate_qualifies_and_it_is_the_best(
+def test_match_iff_some_candidate_qualifies_and_none_is_both_nearer_and_closer_in_time(
     new: Sighting, pool: list[Sighting], radius_m: float, window: timedelta
 ) -> None:
+    # skip draws on the radius's edge, where the flat map and the great circle may disagree
+    assume(all(abs(flat_m(new, o) - radius_m) > 0.01 * radius_m for o in pool))
     m = find_duplicate(new, pool, radius_m=radius_m, window=window)
-    qualifying = [o for o in pool if satisfies_rules(new, o, radius_m, window)]
+    qualifying = [o for o in pool if qualifies(new, o, radius_m, window)]
     assert (m is None) == (not qualifying)
     if m is None:
         return
     assert isinstance(m, Match)
     chosen = [o for o in qualifying if o.incident_id == m.incident_id]
     assert chosen, "the match must satisfy every rule"
-    target = chosen[0]
     assert m.distance_m <= radius_m and m.minutes_apart <= window.total_seconds() / 60
-    best = min(score(new, o, radius_m, window) for o in qualifying)
-    assert m.score == pytest.approx(best)
-    assert m.score == min(score(new, o, radius_m, window) for o in chosen)
-    assert target.incident_id != new.incident_id and is_open(target.status)
+    # whatever the weights, no qualifying candidate beats the match on distance and time at once
+    target = min(chosen, key=lambda o: (flat_m(new, o), abs(new.occurred_at - o.occurred_at)))
+    for o in qualifying:
+        nearer = flat_m(new, o) < flat_m(new, target) * 0.99 - 1
+        sooner = abs(new.occurred_at - o.occurred_at) < abs(new.occurred_at - target.occurred_at) - timedelta(
+            seconds=1
+        )
+        assert not (nearer and sooner), (o, target)
     # The answer does not depend on the order of the candidates.
     again = find_duplicate(new, list(reversed(pool)), radius_m=radius_m, window=window)
     assert again is not None and again.incident_id == m.incident_id

@@ -328,16 +328,20 @@ def test_properties(scenario: tuple[Plan, list[Available], frozenset[str], dict[
         assert len(mine) + rec.shortfall.get(role.kind, 0) == need(role, already)
         if rec.shortfall.get(role.kind):
             assert not rest  # a shortfall only when nobody eligible is left
-        keys = [rank_key(role, c) for c in mine]
-        assert keys == sorted(keys)  # sorted consistently, best first
-        # Optimal: nobody left out ranks above anybody picked...
-        assert all(rank_key(role, m) <= rank_key(role, r) for m in mine for r in rest)
-        # ...in particular by ETA among the equally skilled (and equally own-grid).
+
+        # Optimal, by the rule as the brief states it (not the code's own sort key): responders
+        # with every skill the role asks for first, then the incident grid's own grid worker
+        # where the role prefers it, then the soonest to arrive.
+        def tier(c: Available, role: RoleNeed = role) -> int:
+            skilled = role.skills <= c.skills
+            own = role.prefer_own_grid and c.own_grid
+            return {(True, True): 0, (True, False): 1, (False, True): 2, (False, False): 3}[(skilled, own)]
+
+        for a, b in zip(mine, mine[1:], strict=False):  # best first
+            assert tier(a) < tier(b) or (tier(a) == tier(b) and a.eta_s <= b.eta_s), (a, b)
         for m in mine:
-            tier = rank_key(role, m)[:2]
-            assert all(m.eta_s <= r.eta_s for r in rest if rank_key(role, r)[:2] == tier)
-            if tier[0]:  # an unskilled pick means no skilled one was left out
-                assert all(rank_key(role, r)[0] for r in rest)
+            for r in rest:  # nobody left out is in a better tier, or as good and sooner there
+                assert tier(r) > tier(m) or (tier(r) == tier(m) and r.eta_s >= m.eta_s), (m, r)
 
         expected = rec.picks[[pk.kind for pk in rec.picks].index(role.kind)] if mine else None
         assert next_best(p, candidates, exclude, role.kind, already) == expected
