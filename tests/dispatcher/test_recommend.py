@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 
 import pytest
@@ -337,7 +338,7 @@ def test_properties(scenario: tuple[Plan, list[Available], frozenset[str], dict[
             own = role.prefer_own_grid and c.own_grid
             return {(True, True): 0, (True, False): 1, (False, True): 2, (False, False): 3}[(skilled, own)]
 
-        for a, b in zip(mine, mine[1:], strict=False):  # best first
+        for a, b in itertools.pairwise(mine):  # best first
             assert tier(a) < tier(b) or (tier(a) == tier(b) and a.eta_s <= b.eta_s), (a, b)
         for m in mine:
             for r in rest:  # nobody left out is in a better tier, or as good and sooner there
