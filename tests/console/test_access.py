@@ -384,7 +384,21 @@ def no_personal_data(payload: Any) -> None:
         assert secret not in text, (secret, text[:400])
 
 
-async def test_every_endpoint_that_returns_incidents_masks_personal_data(world: World) -> None:
+async def test_no_endpoint_answers_anybody_with_personal_data(world: World) -> None:
+    """Every GET route of the app (from its own route table, not a list here), as every caller:
+    no answer holds a caller's phone or name, a reporter's id, or a number typed into free text.
+    Only the audited reveal (a POST) returns them."""
+    async with client(world.app) as http:
+        gets = [path for (method, path) in MATRIX if method == "GET"]
+        assert len(gets) >= 12  # the route table really was read
+        for path in gets:
+            for caller in CALLERS:
+                r = await http.get(fill(world, path), headers=headers(world, caller))
+                if r.headers.get("content-type", "").startswith("application/json"):
+                    no_personal_data(r.json())
+
+
+async def test_the_incident_endpoints_mask_personal_data_where_it_sits(world: World) -> None:
     async with client(world.app) as http:
         for caller in ("operator", "commander", "viewer", "admin", "responder"):
             auth = headers(world, caller)

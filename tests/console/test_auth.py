@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 
@@ -62,33 +61,45 @@ async def test_a_session_is_stored_hashed_and_survives_without_redis(pg: asyncpg
     assert kinds == ["ok", "ok"]
 
 
+async def elapse(pg: asyncpg.Pool, token: str, seconds: float) -> None:
+    """`seconds` pass for one session: every time it holds moves that far into the past (the
+    rules are PostgreSQL's now() against them: tested without sleeping, on no margin)."""
+    await pg.execute(
+        """UPDATE sessions SET created_at = created_at - $2 * interval '1 second',
+                  last_seen = last_seen - $2 * interval '1 second',
+                  idle_deadline = idle_deadline - $2 * interval '1 second',
+                  expires_at = expires_at - $2 * interval '1 second'
+            WHERE token_hash = $1""",
+        token_hash(token),
+        seconds,
+    )
+
+
 async def test_idle_sessions_expire_and_use_slides_the_deadline(pg: asyncpg.Pool) -> None:
     username = await make_user(pg)
-    sessions = Sessions(pg, 2)  # 2 s idle TTL; the deadline is rewritten at most every 0.5 s
+    sessions = Sessions(pg, 60)  # a minute's idle TTL; the deadline is rewritten at most every 15 s
     result = await sessions.login(username, PASSWORD)
     assert result is not None
     token, _ = result
-    started = time.monotonic()
-    for _ in range(5):  # used every 0.7 s for 3.5 s: well past the 2 s TTL, still alive
-        await asyncio.sleep(0.7)
-        assert await sessions.user(token) is not None, time.monotonic() - started
-    # peek does not count as use: the session still dies 2 s after the last real use.
-    for _ in range(2):
-        await asyncio.sleep(0.7)
-        assert await sessions.peek(token) is not None
-    await asyncio.sleep(1.0)
+    for _ in range(5):  # used every 40 s for 200 s: well past the TTL, still alive
+        await elapse(pg, token, 40)
+        assert await sessions.user(token) is not None
+    # peek does not count as use: the session dies a minute after the last real use.
+    await elapse(pg, token, 40)
+    assert await sessions.peek(token) is not None
+    await elapse(pg, token, 21)
     assert await sessions.peek(token) is None and await sessions.user(token) is None
 
 
 async def test_absolute_lifetime_ends_even_a_busy_session(pg: asyncpg.Pool) -> None:
     username = await make_user(pg)
-    sessions = Sessions(pg, 1, max_age_s=2, touch_every_s=0.1)
+    sessions = Sessions(pg, 60, max_age_s=300, touch_every_s=1)
     result = await sessions.login(username, PASSWORD)
     assert result is not None
-    for _ in range(6):
-        await asyncio.sleep(0.3)
+    for _ in range(9):  # used every 30 s: never idle
+        await elapse(pg, result[0], 30)
         assert await sessions.user(result[0]) is not None
-    await asyncio.sleep(0.6)
+    await elapse(pg, result[0], 31)  # 301 s after the login
     assert await sessions.user(result[0]) is None
 
 

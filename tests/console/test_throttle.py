@@ -1,10 +1,11 @@
-"""The login lanes' rules, pure: fed by hand and by hypothesis, on an injected clock."""
+"""The login lanes' rules and the token buckets, pure: fed by hand and by hypothesis, on an injected clock."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from console.ratelimit import KeyedLimiter, TokenBucket
 from console.throttle import Backoff, Count, Lane, LoginPolicy, lanes
 
 POLICY = LoginPolicy()
@@ -50,3 +51,15 @@ def test_the_wait_is_what_is_left_of_the_delay(failures: int, last: float, elaps
     delay = POLICY.user.delay(failures) if elapsed < POLICY.forget_s else 0.0
     expected = max(0.0, delay - elapsed) if failures else 0.0
     assert abs(count.wait_s(POLICY, "user", last + elapsed) - expected) < 1e-6
+
+
+def test_a_token_bucket_on_an_injected_clock() -> None:
+    bucket = TokenBucket(rate=2.0, burst=3)
+    assert [bucket.take(10.0) for _ in range(4)] == [True, True, True, False]
+    assert bucket.wait_s() == 0.5
+    assert bucket.take(10.5) and not bucket.take(10.5)
+    assert bucket.take(100.0) and bucket.take(100.0) and bucket.take(100.0) and not bucket.take(100.0)
+    limiter = KeyedLimiter(rate=1.0, burst=1, keys=2)
+    assert limiter.take("a", 0.0) == 0 and limiter.take("a", 0.0) == 1.0
+    assert limiter.take("b", 0.0) == 0 and limiter.take("c", 0.0) == 0  # "a" forgotten: at most 2 kept
+    assert limiter.take("a", 0.0) == 0

@@ -183,7 +183,7 @@ def test_lost_before_tells_a_lost_message_from_a_late_one() -> None:
     assert outbox.lost_before(outbox.Progress(None, now), now, slack) == now - 6 * slack
 
 
-async def test_applying_a_command_confirms_it_and_queues_its_forwards(pool: asyncpg.Pool) -> None:
+async def test_a_command_refused_by_the_dispatcher_is_confirmed_in_the_outbox(pool: asyncpg.Pool) -> None:
     """The dispatcher marks a command done in the transaction that applies (or refuses) it."""
     service = IncidentService(pool, load_plans(None))
     cmd = command("INC-NO-SUCH-INCIDENT")

@@ -196,16 +196,37 @@ def test_replicated_services() -> None:
             assert svc.get("restart") in {"always", "unless-stopped", "on-failure"}, name
 
 
-def test_console_is_reachable_through_a_load_balancer() -> None:
+def _nginx_servers(conf: str) -> dict[str, str]:
+    """Each `server { listen N; ... }` block of an nginx config, by the port it listens on."""
+    out = {}
+    for m in re.finditer(r"server\s*\{\s*listen\s+(\d+);(.*?)\n    \}", conf, re.S):
+        out[m.group(1)] = m.group(2)
+    return out
+
+
+def test_the_load_balancer_routes_each_published_port_to_the_consoles_same_port() -> None:
+    """Read as nginx would: the ports the load balancer publishes are the ones it listens on, each
+    proxies to an upstream of the console replicas on that same port (HTTP and the WebSocket),
+    the WebSocket's upgrade is passed through, and both name the client for TRUSTED_PROXIES.
+    (No Docker engine runs here, so the config is read, not served.)"""
     env = environment(SERVICES["console"])
-    assert {"HTTP_PORT", "WS_PORT", "WS_PUBLIC_URL"} <= set(env)
-    balancers = [n for n, s in SERVICES.items() if "console" in depends_on(s) and s.get("ports")]
-    assert balancers, "nothing publishes the console replicas"
-    published = {str(p).rsplit(":", 1)[-1] for n in balancers for p in SERVICES[n]["ports"]}
-    assert {env["HTTP_PORT"], env["WS_PORT"]} <= published
-    for spec in (COMPOSE.get("configs") or {}).values():
-        if "file" in spec:
-            assert (ROOT / spec["file"]).is_file(), spec["file"]
+    assert {"HTTP_PORT", "WS_PORT", "WS_PUBLIC_URL", "TRUSTED_PROXIES"} <= set(env)
+    [lb] = [n for n, s in SERVICES.items() if "console" in depends_on(s) and s.get("ports")]
+    published = {str(p).split(":")[-1] for p in SERVICES[lb]["ports"]}
+    assert published == {env["HTTP_PORT"], env["WS_PORT"]}
+    [config] = [spec for spec in COMPOSE["configs"].values() if "file" in spec]
+    conf = (ROOT / config["file"]).read_text(encoding="utf-8")
+    upstreams = dict(re.findall(r"upstream\s+(\w+)\s*\{[^}]*?server\s+console:(\d+)", conf))
+    servers = _nginx_servers(conf)
+    assert set(servers) == published
+    for port, body in servers.items():
+        target = re.search(r"proxy_pass\s+http://(\w+);", body)
+        assert target and upstreams.get(target.group(1)) == port, (port, target, upstreams)
+        assert "X-Forwarded-For $proxy_add_x_forwarded_for" in body, port
+    ws = servers[env["WS_PORT"]]
+    assert "proxy_set_header Upgrade $http_upgrade" in ws and "Connection $connection_upgrade" in ws
+    default = re.fullmatch(r"\$\{WS_PUBLIC_URL:-(.+)\}", env["WS_PUBLIC_URL"])
+    assert default and urlsplit(default.group(1)).port == int(env["WS_PORT"])  # browsers reach the lb
 
 
 def test_kafka_is_kraft_with_replication() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from itertools import count
 from pathlib import Path
@@ -97,7 +99,31 @@ async def test_drop_database_with_open_connections(dsn: str) -> None:
 
 
 async def test_ensure_database_without_a_name_is_a_no_op() -> None:
-    await ensure_database(BASE)  # nothing to create
+    conn = await asyncpg.connect(ADMIN)
+    try:
+        before = await conn.fetchval("SELECT count(*) FROM pg_database")
+        await ensure_database(BASE)  # nothing to create
+        assert await conn.fetchval("SELECT count(*) FROM pg_database") == before
+    finally:
+        await conn.close()
+    # ... and it does not even connect: a server nobody answers on is no error without a name
+    await ensure_database("postgresql://postgres@127.0.0.1:9")
+
+
+def test_the_production_migration_command_creates_and_migrates_then_has_nothing_to_do(dsn: str) -> None:
+    """`python -m infra.migrate` (what a deployment runs before the services start)."""
+
+    def run() -> str:
+        env = {**os.environ, "DATABASE_URL": dsn}
+        done = subprocess.run(
+            [sys.executable, "-m", "infra.migrate"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    versions = ", ".join(f"{m.version:04d}" for m in load_migrations())
+    assert run() == f"applied: {versions}"
+    assert run() == "applied: nothing (up to date)"
 
 
 # --- load_migrations --------------------------------------------------------------------------------
