@@ -241,6 +241,10 @@ def format_readable(record: TailRecord) -> str:
         body = f"(not JSON) {_escape_text(record.value)}"
     else:
         body = f"(not UTF-8) {_escape_text(record.value)}"
+    stuck = record.value.get("stuck") if isinstance(record.value, dict) else None
+    if record.topic == T.DEADLETTER and isinstance(stuck, str):
+        # what no re-send will fix: said before the record, for the engineer who must act
+        header += f"\n  STUCK: {_escape_text(stuck)}"
     return f"{header}\n  {body}"
 
 

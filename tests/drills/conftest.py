@@ -132,14 +132,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     tr = terminalreporter
     tr.section("fault drills")
     head = (
-        f"{'drill':<34}{'posted':>8}{'acked':>8}{'once':>8}{'lost':>6}{'dup':>6}"
+        f"{'drill':<34}{'posted':>8}{'acked':>8}{'once':>8}{'lost':>6}{'dup':>6}{'stuck':>7}"
         f"{'poisoned':>10}{'refused':>9}{'faults':>8}{'retries':>9}"
     )
     tr.write_line(head)
     for row in SUMMARY:
         tr.write_line(
             f"{row['drill']!s:<34}{row['posted']:>8}{row['acknowledged']:>8}{row['exactly_once']:>8}"
-            f"{row['lost']:>6}{row['duplicated']:>6}{row['poisoned']:>10}{row['poison_refused']:>9}"
+            f"{row['lost']:>6}{row['duplicated']:>6}{row['stuck']:>7}{row['poisoned']:>10}{row['poison_refused']:>9}"
             f"{row['faults']:>8}{row['retries']:>9}"
         )
     totals = {
@@ -150,6 +150,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             "exactly_once",
             "lost",
             "duplicated",
+            "stuck",
             "poisoned",
             "poison_refused",
             "faults",
@@ -159,5 +160,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         f"total: {totals['posted']} reports posted ({totals['poisoned']} poisoned, "
         f"{totals['poison_refused']} of them refused by name), {totals['acknowledged']} acknowledged, "
         f"{totals['exactly_once']} found exactly once, {totals['lost']} lost, "
-        f"{totals['duplicated']} duplicated, {totals['faults']} faults injected and proved"
+        f"{totals['duplicated']} duplicated, {totals['stuck']} stuck, "
+        f"{totals['faults']} faults injected and proved"
     )

@@ -82,9 +82,14 @@ async def drill(
             found.problems += [f"page behind: {b}" for b in behind[:20]]
             break
         await asyncio.sleep(1.0)
+    stuck = await centre.pool.fetchval(
+        "SELECT count(*) FROM reports WHERE tracking_no = ANY($1::text[]) AND refused_at IS NOT NULL",
+        tracking,
+    )
     SUMMARY.append(
         {
             "drill": name,
+            "stuck": stuck,
             "posted": len(traffic.posted),
             "acknowledged": found.acknowledged,
             "exactly_once": found.exactly_once,
@@ -102,6 +107,7 @@ async def drill(
     assert not found.lost, f"{len(found.lost)} acknowledged reports in no incident: {found.lost[:10]}"
     assert not found.duplicated, f"reports in more than one incident: {found.duplicated[:10]}"
     assert not found.problems, "\n".join(found.problems[:30])
+    assert stuck == 0, f"{stuck} acknowledged reports were refused for good by a later stage"
     return found
 
 

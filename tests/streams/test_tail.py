@@ -616,3 +616,19 @@ async def test_cli_ctrl_c_exits_cleanly(kafka: str, tag: str) -> None:
             await proc.wait()
     assert code == 130
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
+
+
+def test_a_dead_letter_that_leaves_something_stuck_says_so_first() -> None:
+    letter = {
+        "topic": "reports.raw",
+        "reason": "payload.reported_at: lies in the future",
+        "stage": "normalise",
+        "value": "{}",
+        "stuck": "report A20261205-1: refused for good, not re-published",
+    }
+    def as_letter(value: dict[str, Any]) -> TailRecord:
+        return TailRecord(T.DEADLETTER, 0, 7, AT_MS, "A20261205-1", value, "json")
+
+    text = format_readable(as_letter(letter))
+    assert text.splitlines()[1] == "  STUCK: report A20261205-1: refused for good, not re-published"
+    assert "STUCK" not in format_readable(as_letter({**letter, "stuck": None}))
