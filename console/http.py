@@ -63,6 +63,7 @@ from streams.records import (
     SourceId,
     refuse_nul,
 )
+from streams.timewindow import representable
 
 STATIC = Path(__file__).resolve().parent / "static"
 # Leaflet comes from npm (package.json): the source tree when run from a checkout, the working
@@ -932,6 +933,8 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
             raise HttpError(
                 422, "invalid", "since: give a time with its offset, e.g. 2026-11-22T09:30:00+08:00"
             )
+        if since is not None and (problem := representable(since)) is not None:
+            raise HttpError(422, "invalid", f"since: {problem}")  # the database could not compare it
         entries = await audit.query(AuditQuery(kind, actor, incident_id, since, before, limit))
         return {
             "entries": entries,

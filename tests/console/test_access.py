@@ -502,6 +502,9 @@ async def test_audit_pages_newest_first(world: World) -> None:
         )
         assert (await http.get("/api/v1/audit?kind=nonsense", headers=auth)).status_code == 422
         assert (await http.get("/api/v1/audit?since=2026-01-01T00:00:00", headers=auth)).status_code == 422
+        for far in ("0001-01-01T00:00:00%2B08:00", "9999-12-31T23:00:00-08:00"):  # not a 500
+            r = await http.get(f"/api/v1/audit?since={far}", headers=auth)
+            assert r.status_code == 422 and r.json()["message"].startswith("since:"), r.text
 
 
 async def test_nobody_can_edit_the_audit_log(world: World) -> None:
