@@ -322,7 +322,7 @@ async def refuse_report(
         stage,
         reason,
     )
-    return status != "UPDATE 0"
+    return str(status) != "UPDATE 0"
 
 
 async def refuse_report_of(
