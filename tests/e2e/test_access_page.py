@@ -147,3 +147,27 @@ async def test_the_demo_administrator_manages_the_registry_and_reads_the_audit_l
             headers={"X-Api-Key": KEYS["camera"]},
         )
     ).status_code == 401
+
+
+async def test_the_api_docs_page_renders_from_this_server_under_its_content_security_policy(
+    stack: Settings, browser: Browser
+) -> None:
+    """`/docs` used to load Swagger UI from a CDN (and with an inline script): it is served from
+    npm here, and renders with no request leaving the centre and no policy violation."""
+    page = await browser.new_page(viewport={"width": 1366, "height": 900}, locale="zh-CN")
+    problems: list[str] = []
+    elsewhere: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    origin = f"http://{stack.http_host}:{stack.http_port}"
+    page.on("request", lambda r: elsewhere.append(r.url) if not r.url.startswith(origin) else None)
+    await page.goto(f"{origin}/docs")
+    await page.wait_for_selector(
+        ".swagger-ui .info .title:has-text('街道基层治理指挥中心 API')", timeout=20_000
+    )
+    await page.wait_for_selector("#operations-intake-camera_alarm_api_v1_intake_camera_alarms_post")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / "api-docs.png"))
+    assert not problems, problems
+    assert not [u for u in elsewhere if not u.startswith("data:")], elsewhere
+    await page.close()

@@ -18,7 +18,9 @@ from tests.e2e.conftest import KEYS, app_report, camera_alarm, hotline_ticket, i
 
 pytestmark = pytest.mark.e2e
 SCREENSHOTS = ROOT / ".state" / "screenshots"
-MAP_LOADED = "map.m !== null && map.responders && map.responders.getLayers().length > 999"
+# Predicates are functions, not expressions: Playwright evaluates an expression with eval, which
+# the pages' Content-Security-Policy (script-src 'self') refuses.
+MAP_LOADED = "() => map.m !== null && map.responders && map.responders.getLayers().length > 999"
 
 
 async def logged_in(browser: Browser, stack: Settings, width: int = 1400) -> Page:
@@ -92,7 +94,8 @@ async def test_operator_sees_three_enriched_incidents_arrive_live(
     # One click dispatches the hotline ticket's plan; the offer shows up in its row, live.
     await page.click(f"tr[data-id='{ids[1]}'] button.dispatch")
     await page.wait_for_function(
-        f"document.querySelector(\"tr[data-id='{ids[1]}']\").innerText.includes('待接单')", timeout=15_000
+        f"() => document.querySelector(\"tr[data-id='{ids[1]}']\").innerText.includes('待接单')",
+        timeout=15_000,
     )
     assert "已派遣" in await page.inner_text(f"tr[data-id='{ids[1]}']")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -117,7 +120,7 @@ async def test_a_cut_connection_resumes_without_gaps_or_duplicates(
             await page.evaluate("state.ws.close()")
         await asyncio.sleep(0.15)
     for iid in ids:
-        await page.wait_for_function(f"state.applied.includes('{iid}@1')", timeout=20_000)
+        await page.wait_for_function(f"() => state.applied.includes('{iid}@1')", timeout=20_000)
     await page.wait_for_selector("#conn[data-state=on]")
     applied = await page.evaluate("state.applied")
     assert len(applied) == len(set(applied)), "a change was shown twice"
@@ -161,7 +164,7 @@ async def test_a_responders_marker_moves_as_soon_as_its_position_is_posted(
     target = (round(lon + 0.004, 6), round(lat + 0.003, 6))
     posted = time.monotonic()
     await post(rid, *target, now)
-    await page.wait_for_function(f"map.markers.get('{rid}').at === {epoch_ms(now)}", timeout=5_000)
+    await page.wait_for_function(f"() => map.markers.get('{rid}').at === {epoch_ms(now)}", timeout=5_000)
     took = time.monotonic() - posted
     assert took < 3, f"the marker moved {took:.1f}s after the post: polled, not pushed?"
     moved = await page.evaluate(f"[{where}.lng, {where}.lat]")
@@ -170,7 +173,7 @@ async def test_a_responders_marker_moves_as_soon_as_its_position_is_posted(
 
     await post(rid, lon, lat, now - timedelta(seconds=60))  # late and older: ignored
     await post(fence, fence_lon + 0.0001, fence_lat, now)  # after it: once shown, the older was read
-    await page.wait_for_function(f"map.markers.get('{fence}').at === {epoch_ms(now)}", timeout=5_000)
+    await page.wait_for_function(f"() => map.markers.get('{fence}').at === {epoch_ms(now)}", timeout=5_000)
     assert await page.evaluate(f"[{where}.lng, {where}.lat]") == pytest.approx(list(target), abs=1e-9)
 
     await page.evaluate(f"() => {{ map.m.setView([{target[1]}, {target[0]}], 16); }}")

@@ -91,7 +91,7 @@ async def test_a_responder_works_a_pushed_task_from_the_phone_page(
 
     async def operator_sees(text: str) -> None:
         await ops.wait_for_function(
-            f"(document.querySelector(\"{row}\") || {{innerText: ''}}).innerText.includes('{text}')",
+            f"() => (document.querySelector(\"{row}\") || {{innerText: ''}}).innerText.includes('{text}')",
             timeout=15_000,
         )
 

@@ -62,15 +62,13 @@ async def test_a_consumer_left_past_a_restarted_log_reads_the_new_log(tmp_path: 
             try:
                 if await rewind_restarted_logs(consumer) == [tp]:
                     outcome = "rewound"  # the rewind saw the shorter log
-                elif await consumer.position(tp) <= 2:
-                    outcome = "reset by the client"  # Kafka's OffsetOutOfRange on a fetch past the end
+                    break
             except BROKER_UNAVAILABLE:
                 pass  # anything else is a failure of the rewind, and fails the test
-            if outcome is not None:
-                break
             await asyncio.sleep(0.2)
+        if outcome is None and await consumer.position(tp) <= 2:
+            outcome = "reset by the client"  # Kafka answers a fetch past the end with OffsetOutOfRange
         assert outcome is not None, "the consumer stayed past the end of the restarted log"
-        assert await consumer.position(tp) <= 2, outcome
         # The consumer follows the new log: records appended now are read. (One that races the
         # rewind may be missed where the client also reset itself to the end; consoles catch
         # that up from PostgreSQL, see console/resync.py.)

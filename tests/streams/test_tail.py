@@ -626,6 +626,7 @@ def test_a_dead_letter_that_leaves_something_stuck_says_so_first() -> None:
         "value": "{}",
         "stuck": "report A20261205-1: refused for good, not re-published",
     }
+
     def as_letter(value: dict[str, Any]) -> TailRecord:
         return TailRecord(T.DEADLETTER, 0, 7, AT_MS, "A20261205-1", value, "json")
 
