@@ -114,6 +114,13 @@ MAX_DEVICES: Final = 20  # device tokens kept per user (the oldest beyond are fo
 # many live at once (a new one ends the oldest).
 LOGINS_PER_MINUTE: Final = 10
 SESSIONS_PER_USER: Final = 50
+# How the audit log names a lane (UI text: Chinese).
+LANE_WORDS: Final = {
+    "device": "本设备：",
+    "pair": "账号+地址：",
+    "user": "账号（任意地址）：",
+    "ip": "地址（任意账号）：",
+}
 
 
 class Sessions:
@@ -159,7 +166,12 @@ class Sessions:
         if waiting is not None:
             lane, wait = waiting
             await self._audit.record(
-                "login", "login", actor, "delayed", origin=origin, detail=f"{lane.scope}: {wait} s to wait"
+                "login",
+                "login",
+                actor,
+                "delayed",
+                origin=origin,
+                detail=f"{LANE_WORDS[lane.scope]}须等待{wait}秒",
             )
             return LoginRefused("delayed", wait, lane.scope)
         busy = await self._pool.fetchval(
@@ -173,7 +185,12 @@ class Sessions:
         )
         if busy is not None:  # before the hash: a flood of good logins costs next to nothing
             await self._audit.record(
-                "login", "login", actor, "too_frequent", origin=origin, detail=f"{busy} s to wait"
+                "login",
+                "login",
+                actor,
+                "too_frequent",
+                origin=origin,
+                detail=f"一分钟内登录已达{LOGINS_PER_MINUTE}次，须等待{busy}秒",
             )
             return LoginRefused("too_frequent", max(1, busy))
         row = await self._pool.fetchrow(
@@ -308,7 +325,7 @@ class Sessions:
                 origin=origin,
                 detail=None
                 if longest is None
-                else f"{longest[0].scope}: next attempt in {math.ceil(longest[1])} s",
+                else f"{LANE_WORDS[longest[0].scope]}下次尝试须等待{math.ceil(longest[1])}秒",
                 conn=conn,
             )
         return LoginRefused("invalid")

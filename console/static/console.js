@@ -248,12 +248,29 @@ async function reveal() {
 
 // --- the audit log (operators, commanders, administrators) -------------------------------
 const AUDIT_KIND = { command: "指令", login: "登录", logout: "退出", reveal: "查看号码", admin: "管理" };
+const AUDIT_OUTCOME = { ok: "成功", wrong_credentials: "密码错误", disabled: "账号已停用", delayed: "须等待后再试",
+  too_frequent: "登录过于频繁", applied: "已执行", refused: "被拒绝", failed: "执行失败", revealed: "已查看",
+  nothing_to_reveal: "无可查看" };
+const LANE_LABEL = { device: "已登录过的设备", pair: "账号+地址", user: "账号（任意地址）", ip: "地址（任意账号）" };
 async function refreshAudit() {
   if (!(state.perms || []).includes("audit.read")) return;
   try {
     const kind = $("#audit-kind").value;
     const r = await authed(`/api/v1/audit?limit=30${kind ? "&kind=" + encodeURIComponent(kind) : ""}`);
-    $("#audit").innerHTML = r.entries.map((e) => `<li><small>${bj(e.at)}</small> ${esc(AUDIT_KIND[e.kind] || e.kind)} · ${esc(e.actor)} · ${esc(e.action)} · ${esc(e.outcome)}${e.incident_id ? " · " + esc(e.incident_id) : ""}${e.detail ? "：" + esc(e.detail) : ""}${e.origin ? ` <small class="muted">${esc(e.origin)}</small>` : ""}</li>`).join("") || '<li class="muted">暂无</li>';
+    $("#audit").innerHTML = r.entries.map((e) => `<li><small>${bj(e.at)}</small> ${esc(AUDIT_KIND[e.kind] || e.kind)} · ${esc(e.actor)} · ${esc(e.action)} · ${esc(AUDIT_OUTCOME[e.outcome] || e.outcome)}${e.incident_id ? " · " + esc(e.incident_id) : ""}${e.detail ? "：" + esc(e.detail) : ""}${e.origin ? ` <small class="muted">${esc(e.origin)}</small>` : ""}</li>`).join("") || '<li class="muted">暂无</li>';
+  } catch (e) { console.warn(e); }
+  refreshThrottles();
+}
+// administrators: the login lanes that are slowing someone down (GET /api/v1/auth/throttles)
+async function refreshThrottles() {
+  const box = $("#throttles-box");
+  box.hidden = !(state.perms || []).includes("users.write");
+  if (box.hidden) return;
+  try {
+    const r = await authed("/api/v1/auth/throttles");
+    $("#throttles").innerHTML = r.lanes.map((t) => `<li>${esc(LANE_LABEL[t.lane] || t.lane)}：${esc(t.username || "任意账号")}`
+      + `${t.address ? " · " + esc(t.address) : ""} · 失败${t.failures}次${t.next_attempt ? " · 下次可试 " + bj(t.next_attempt) : ""}</li>`).join("")
+      || '<li class="muted">暂无</li>';
   } catch (e) { console.warn(e); }
 }
 

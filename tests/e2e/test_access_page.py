@@ -171,3 +171,30 @@ async def test_the_api_docs_page_renders_from_this_server_under_its_content_secu
     assert not problems, problems
     assert not [u for u in elsewhere if not u.startswith("data:")], elsewhere
     await page.close()
+
+
+async def test_the_administrator_sees_who_is_being_guessed_at_on_the_console(
+    stack: Settings, http: httpx.AsyncClient, browser: Browser
+) -> None:
+    """Failed logins slow the guesser down (never a lock); the administrator sees the lanes that
+    wait, and the audit log says so in Chinese."""
+    victim = f"guess-{uuid.uuid4().hex[:6]}"
+    for _ in range(6):  # five free failures in the (account, address) lane, then a wait
+        r = await http.post("/api/v1/auth/login", json={"username": victim, "password": "wrong-password"})
+    assert (
+        r.status_code == 429 and r.json()["error"] == "login_delayed" and int(r.headers["retry-after"]) >= 1
+    )
+    page = await browser.new_page(viewport={"width": 1600, "height": 1200}, locale="zh-CN")
+    await page.goto(f"http://{stack.http_host}:{stack.http_port}/")
+    await page.fill("input[name=username]", "admin")
+    await page.fill("input[name=password]", PASSWORDS["admin"])
+    await page.click("button[type=submit]")
+    await page.wait_for_selector("#conn[data-state=on]")
+    await page.wait_for_selector(f"#throttles li:has-text('{victim}')", timeout=15_000)
+    lane = await page.inner_text(f"#throttles li:has-text('账号+地址'):has-text('{victim}')")
+    assert "失败5次" in lane and "下次可试" in lane, lane
+    await page.select_option("#audit-kind", "login")
+    await page.click("#audit-refresh")
+    await page.wait_for_selector(f"#audit li:has-text('user:{victim}'):has-text('须等待后再试')")
+    await page.locator("#audit-card").screenshot(path=str(SCREENSHOTS / "admin-throttles.png"))
+    await page.close()
