@@ -61,9 +61,6 @@ from infra.city import generate_city
 from infra.seed import DEMO_API_KEYS, DEMO_RESPONDER_PASSWORD, DEMO_USERS
 from infra.settings import Settings
 
-CONSOLE_USERS: Final = [
-    (u, pw) for u, _, role, pw in DEMO_USERS if role in ("operator", "commander", "viewer")
-]
 OPERATOR: Final = next((u, pw) for u, _, role, pw in DEMO_USERS if role == "operator")
 BENCH_ORG: Final = "压测志愿服务队"
 
@@ -489,7 +486,7 @@ async def _steady(
     s = "steady"
     phones = pop.bench_ids[: size.dispatch_phones]
     tokens = await phone_sessions(settings, phones)
-    consoles = _split_consoles(target, size.consoles)
+    consoles = await _split_consoles(settings, target, size.consoles)
     for d in consoles:
         await asyncio.to_thread(d.wait_ready, 120)
     start_ns = load.now_ns() + int(6e9)
@@ -592,7 +589,29 @@ async def _steady(
     return figs
 
 
-def _split_consoles(target: Target, count: int, per_process: int = 50) -> list[load.Driver]:
+async def console_sessions(settings: Settings, count: int) -> list[str]:
+    """A session each for `count` consoles, each its own account (a command room's desks): one
+    account holds at most 6 sockets and opens at most 10 sessions a minute (console/auth.py,
+    console/live.py). Accounts and sessions are written as the registry and a login write them."""
+    roles = ("operator", "commander", "viewer")
+    names = [f"bench-console-{i:03d}" for i in range(count)]
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await conn.executemany(
+            """INSERT INTO users (username, display_name, role, password_hash)
+               SELECT $1, $1, $2, password_hash FROM users WHERE username = 'duty'
+               ON CONFLICT (username) DO NOTHING""",
+            [(name, roles[i % len(roles)]) for i, name in enumerate(names)],
+        )
+    finally:
+        await conn.close()
+    return await phone_sessions(settings, names)
+
+
+async def _split_consoles(
+    settings: Settings, target: Target, count: int, per_process: int = 50
+) -> list[load.Driver]:
+    tokens = await console_sessions(settings, count)
     drivers = []
     for k in range(0, count, per_process):
         drivers.append(
@@ -600,8 +619,7 @@ def _split_consoles(target: Target, count: int, per_process: int = 50) -> list[l
                 f"consoles-{k}",
                 "bench.load:watch_consoles",
                 target=target,
-                users=CONSOLE_USERS,
-                count=min(per_process, count - k),
+                tokens=tokens[k : k + per_process],
             )
         )
     return drivers
@@ -644,7 +662,7 @@ async def _fanout(
         await asyncio.to_thread(d.wait_ready, 300)
     await asyncio.sleep(2)
     rss1 = server.rss_mib()
-    consoles = _split_consoles(target, size.fanout_consoles)
+    consoles = await _split_consoles(settings, target, size.fanout_consoles)
     for d in consoles:
         await asyncio.to_thread(d.wait_ready, 300)
     await asyncio.sleep(2)

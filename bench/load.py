@@ -352,14 +352,10 @@ def _fix_key(fix: Any) -> tuple[str | None, int | None]:
     return None, None
 
 
-async def watch_consoles(
-    ctl: Control, target: Target, users: list[tuple[str, str]], count: int
-) -> list[ConsoleLog]:
-    """`count` operator consoles (logins cycle through `users`), reading until told to stop."""
-    logs = [ConsoleLog() for _ in range(count)]
+async def watch_consoles(ctl: Control, target: Target, tokens: list[str]) -> list[ConsoleLog]:
+    """A console per session token (each its own account), reading until told to stop."""
+    logs = [ConsoleLog() for _ in tokens]
     sockets: list[ClientConnection] = []
-    async with aiohttp.ClientSession(target.http) as http:
-        tokens = [await login(http, *users[i % len(users)]) for i in range(count)]
     for token in tokens:
         sockets.append(await open_socket(target, token, "snapshot"))
     readers = [asyncio.create_task(read_console(ws, log)) for ws, log in zip(sockets, logs, strict=True)]
