@@ -756,3 +756,15 @@ async def test_the_public_progress_api_is_rate_limited_per_address(world: World)
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
     async with client(world.app, ip="198.51.100.78") as other:  # another address: its own allowance
         assert (await other.get(f"/api/v1/reports/{world.tracking_no}")).status_code == 200
+
+
+@pytest.mark.parametrize("bad_id", ["%2E%2E", ".hidden", "-rf", "a b"])
+async def test_a_registry_id_must_start_with_a_letter_or_digit(world: World, bad_id: str) -> None:
+    """A responder id of `..` was accepted into the registry."""
+    async with client(world.app) as http:
+        r = await http.put(
+            f"/api/v1/responders/{bad_id}",
+            json={"name": "测试", "kind": "volunteer", "org": "队", "on_duty": True},
+            headers=headers(world, "admin_key"),
+        )
+    assert r.status_code == 422 and r.json()["fields"][0]["field"] == "responder_id", r.text
