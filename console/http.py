@@ -87,6 +87,7 @@ SWAGGER_UI = LEAFLET.parent.parent / "swagger-ui-dist"  # beside Leaflet in node
 PHOTO_TYPES = {"image/jpeg": b"\xff\xd8\xff", "image/png": b"\x89PNG\r\n\x1a\n", "image/webp": b"RIFF"}
 MAX_PHOTO_BYTES = 5 * 1024 * 1024
 PUBLIC_PER_S, PUBLIC_BURST = 2.0, 60  # the public progress API's lookups per address
+USER_REQUESTS_PER_S, USER_REQUESTS_BURST = 10.0, 100  # one account's API requests
 # Task states in which a responder "holds" a task: they may read its incident and its photos.
 # A report some stage refused for good: the public status says it waits for a person.
 STUCK_LABEL: Final = "受理异常，待工作人员人工核查"
@@ -451,6 +452,10 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
 
         return _rule(check, f"key:{perm}")
 
+    # One account's requests (every session of it, on this server): a viewer's script reading the
+    # whole board in a loop must not slow the operators' console; a page needs far less.
+    per_user = KeyedLimiter(rate=USER_REQUESTS_PER_S, burst=USER_REQUESTS_BURST)
+
     async def session(authorization: str | None) -> User:
         user = await svc.sessions.user(bearer(authorization))
         if user is None:
@@ -459,6 +464,16 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
                 "unauthorized",
                 "log in first (Authorization: Bearer <token>); the session may have expired",
                 {"WWW-Authenticate": "Bearer"},
+            )
+        wait = per_user.take(user.username, asyncio.get_running_loop().time())
+        if wait:
+            seconds = max(1, int(wait + 0.999))
+            raise HttpError(
+                429,
+                "rate_limited",
+                f"此账户请求过于频繁，请{seconds}秒后再试 / too many requests for this account: "
+                f"retry in {seconds} s",
+                {"Retry-After": str(seconds)},
             )
         return user
 

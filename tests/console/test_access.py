@@ -28,7 +28,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import Mount
 
 from console.auth import ApiKeys, Sessions
-from console.http import PUBLIC_BURST, ConsoleServices, access_rules, create_http_app
+from console.http import PUBLIC_BURST, USER_REQUESTS_BURST, ConsoleServices, access_rules, create_http_app
 from console.intake import IntakeService
 from console.passwords import hash_password
 from console.permissions import KEY_PERMISSIONS, USER_PERMISSIONS, Perm, key_allows, user_allows
@@ -768,3 +768,20 @@ async def test_a_registry_id_must_start_with_a_letter_or_digit(world: World, bad
             headers=headers(world, "admin_key"),
         )
     assert r.status_code == 422 and r.json()["fields"][0]["field"] == "responder_id", r.text
+
+
+async def test_one_account_flooding_the_api_is_slowed_and_others_are_not(
+    world: World, redis: aioredis.Redis, settings: Settings
+) -> None:
+    app = make_app(world.pool, redis, settings, world.sessions)  # its own per-account counts
+    async with client(app) as http:
+        statuses = [
+            (await http.get("/api/v1/incidents?status=open", headers=headers(world, "viewer"))).status_code
+            for _ in range(USER_REQUESTS_BURST + 5)
+        ]
+        assert statuses[:USER_REQUESTS_BURST] == [200] * USER_REQUESTS_BURST and 429 in statuses
+        r = await http.get("/api/v1/incidents?status=open", headers=headers(world, "viewer"))
+        assert r.status_code == 429 and "此账户请求过于频繁" in r.json()["message"]
+        assert int(r.headers["retry-after"]) >= 1
+        ok = await http.get("/api/v1/incidents?status=open", headers=headers(world, "operator"))
+        assert ok.status_code == 200  # another account: its own allowance
