@@ -86,8 +86,9 @@ SWAGGER_UI = LEAFLET.parent.parent / "swagger-ui-dist"  # beside Leaflet in node
 # Accepted photo formats and the bytes each file starts with.
 PHOTO_TYPES = {"image/jpeg": b"\xff\xd8\xff", "image/png": b"\x89PNG\r\n\x1a\n", "image/webp": b"RIFF"}
 MAX_PHOTO_BYTES = 5 * 1024 * 1024
-PUBLIC_PER_S, PUBLIC_BURST = 2.0, 60  # the public progress API's lookups per address
-USER_REQUESTS_PER_S, USER_REQUESTS_BURST = 10.0, 100  # one account's API requests
+# Bursts allowed by the request limits (PUBLIC_REQUESTS_PER_S, ACCOUNT_REQUESTS_PER_S), in
+# seconds' worth of the rate: a page's first load, a resident refreshing a few times.
+PUBLIC_BURST_S, ACCOUNT_BURST_S = 30.0, 10.0
 # Task states in which a responder "holds" a task: they may read its incident and its photos.
 # A report some stage refused for good: the public status says it waits for a person.
 STUCK_LABEL: Final = "受理异常，待工作人员人工核查"
@@ -421,7 +422,8 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
 
     # The public progress page (进度随时查) answers anyone with a tracking number: generous per
     # address (residents behind a carrier's NAT share one), bounded all the same.
-    public = KeyedLimiter(rate=PUBLIC_PER_S, burst=PUBLIC_BURST)
+    public_rate = svc.settings.public_requests_per_s
+    public = KeyedLimiter(rate=public_rate, burst=public_rate * PUBLIC_BURST_S)
 
     def limit_public(request: Request) -> None:
         wait = public.take(origin(request) or "?", asyncio.get_running_loop().time())
@@ -454,7 +456,8 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
 
     # One account's requests (every session of it, on this server): a viewer's script reading the
     # whole board in a loop must not slow the operators' console; a page needs far less.
-    per_user = KeyedLimiter(rate=USER_REQUESTS_PER_S, burst=USER_REQUESTS_BURST)
+    account_rate = svc.settings.account_requests_per_s
+    per_user = KeyedLimiter(rate=account_rate, burst=account_rate * ACCOUNT_BURST_S)
 
     async def session(authorization: str | None) -> User:
         user = await svc.sessions.user(bearer(authorization))

@@ -134,6 +134,20 @@ class Settings:
             "doc": "A report's own time may lie this far before its arrival (at most 366 days)",
         },
     )
+    account_requests_per_s: float = field(
+        default=10.0,
+        metadata={
+            "env": "ACCOUNT_REQUESTS_PER_S",
+            "doc": "One account's API requests a second on each console server (bursts of 10 s' worth)",
+        },
+    )
+    public_requests_per_s: float = field(
+        default=2.0,
+        metadata={
+            "env": "PUBLIC_REQUESTS_PER_S",
+            "doc": "Public progress lookups a second per client address (bursts of 30 s' worth)",
+        },
+    )
     board_resync_s: float = field(
         default=5.0,
         metadata={"env": "BOARD_RESYNC_S", "doc": "Consoles compare their board with PostgreSQL this often"},

@@ -28,7 +28,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import Mount
 
 from console.auth import ApiKeys, Sessions
-from console.http import PUBLIC_BURST, USER_REQUESTS_BURST, ConsoleServices, access_rules, create_http_app
+from console.http import ConsoleServices, access_rules, create_http_app
 from console.intake import IntakeService
 from console.passwords import hash_password
 from console.permissions import KEY_PERMISSIONS, USER_PERMISSIONS, Perm, key_allows, user_allows
@@ -743,6 +743,10 @@ async def test_a_result_is_rated_once_per_closing(world: World) -> None:
         assert "已评价" in r.json()["message"]
     finally:
         await world.pool.execute("UPDATE incidents SET status = 'dispatched' WHERE incident_id = $1", iid)
+
+
+PUBLIC_BURST = int(Settings().public_requests_per_s * 30)  # the defaults: 2 a second, 30 s' worth
+USER_REQUESTS_BURST = int(Settings().account_requests_per_s * 10)  # 10 a second, 10 s' worth
 
 
 async def test_the_public_progress_api_is_rate_limited_per_address(world: World) -> None:

@@ -122,7 +122,16 @@ async def _seed_callers(pool: asyncpg.Pool) -> None:
 async def target(pg: asyncpg.Pool, redis: aioredis.Redis, settings: Settings) -> AsyncIterator[Target]:
     """The console's HTTP app wired the way console.main wires it, served on a free port."""
     # Tansu refuses idempotent producers; a small body limit lets a test overrun it cheaply.
-    s = replace(settings, kafka_idempotence=False, http_port=free_port(), max_body_bytes=BODY_LIMIT)
+    # The fuzz is about what each request holds, not how many: its thousands of requests on a few
+    # sessions would otherwise meet the request limits (tested in test_access.py).
+    s = replace(
+        settings,
+        kafka_idempotence=False,
+        http_port=free_port(),
+        max_body_bytes=BODY_LIMIT,
+        account_requests_per_s=1e6,
+        public_requests_per_s=1e6,
+    )
     await create_topics(s)
     pool = await create_pool(s.database_url, max_size=5)
     await _seed_callers(pool)
