@@ -147,6 +147,15 @@ class BodyLimit:
             await _too_large(limit, send)
 
 
+def limited(limiter: KeyedLimiter, key: str, chinese: str, english: str) -> None:
+    """Count one request against `key`; over the rate, 429 with Retry-After (whole seconds)."""
+    wait = limiter.take(key, asyncio.get_running_loop().time())
+    if wait:
+        seconds = max(1, int(wait + 0.999))
+        message = f"{chinese}，请{seconds}秒后再试 / {english}: retry in {seconds} s"
+        raise HttpError(429, "rate_limited", message, {"Retry-After": str(seconds)})
+
+
 def content_security_policy(settings: Settings) -> str:
     """What the pages may load: scripts and styles from this server only (the map library and
     the docs page are served from npm, never a CDN), the live socket, and images from anywhere
@@ -426,15 +435,7 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
     public = KeyedLimiter(rate=public_rate, burst=public_rate * PUBLIC_BURST_S)
 
     def limit_public(request: Request) -> None:
-        wait = public.take(origin(request) or "?", asyncio.get_running_loop().time())
-        if wait:
-            seconds = max(1, int(wait + 0.999))
-            raise HttpError(
-                429,
-                "rate_limited",
-                f"查询过于频繁，请{seconds}秒后再试 / too many lookups from here: retry in {seconds} s",
-                {"Retry-After": str(seconds)},
-            )
+        limited(public, origin(request) or "?", "查询过于频繁", "too many lookups from here")
 
     def needs_key(perm: Perm) -> Any:
         """An intake source's or the administrator's X-Api-Key that grants `perm`."""
@@ -468,16 +469,7 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
                 "log in first (Authorization: Bearer <token>); the session may have expired",
                 {"WWW-Authenticate": "Bearer"},
             )
-        wait = per_user.take(user.username, asyncio.get_running_loop().time())
-        if wait:
-            seconds = max(1, int(wait + 0.999))
-            raise HttpError(
-                429,
-                "rate_limited",
-                f"此账户请求过于频繁，请{seconds}秒后再试 / too many requests for this account: "
-                f"retry in {seconds} s",
-                {"Retry-After": str(seconds)},
-            )
+        limited(per_user, user.username, "此账户请求过于频繁", "too many requests for this account")
         return user
 
     def permitted(user: User, perms: tuple[Perm, ...]) -> None:

@@ -176,7 +176,6 @@ class Client:
         self.closed = False  # being cut off: no more frames in or out
         self.sender: asyncio.Task[None] | None = None
         self.pending: set[str] = set()  # command ids awaiting the dispatcher
-        self.opened = time.monotonic()
         self.last_snapshot = -float("inf")  # when this client last asked for a snapshot
         self._bucket = TokenBucket(limits.rate_per_s, float(limits.rate_burst))
         self._strikes = 0.0
@@ -278,6 +277,7 @@ class LiveHub:
         self._recommender = recommender
         self._send_position = send_position
         self._clients: set[Client] = set()  # consoles
+        self._by_user: dict[str, list[Client]] = {}  # username -> their sockets, oldest first
         self._responders: dict[str, set[Client]] = {}  # responder id -> their phones
         # command id -> (who asked, their id for it, when to stop waiting for an answer)
         self._pending: OrderedDict[str, tuple[Client, Any, float]] = OrderedDict()
@@ -342,10 +342,7 @@ class LiveHub:
     def _make_room_for(self, user: User) -> None:
         """One user holds at most `connections_per_user` sockets: past it, their oldest are
         closed (4409). A stale tab goes; a script opening sockets in a loop holds no more."""
-        mine = sorted(
-            (c for c in self.connected() if c.user.username == user.username and not c.closed),
-            key=lambda c: c.opened,
-        )
+        mine = [c for c in self._by_user.get(user.username, ()) if not c.closed]
         for old in mine[: max(0, len(mine) - self.limits.connections_per_user + 1)]:
             log.warning("%s opened more than %d sockets: closing the oldest", user.actor, len(mine))
             last = error_frame(
@@ -434,6 +431,7 @@ class LiveHub:
         }
         client.offer(ack_frame(_echo_id(hello.get("id")), user=me))
         self._make_room_for(user)
+        self._by_user.setdefault(user.username, []).append(client)
         if user.role in RESPONDERS and user.responder_id:
             client.offer(self._my_tasks(user.responder_id))
             self._responders.setdefault(user.responder_id, set()).add(client)
@@ -461,6 +459,11 @@ class LiveHub:
 
     def _forget(self, client: Client) -> None:
         self._clients.discard(client)
+        mine = self._by_user.get(client.user.username)
+        if mine is not None and client in mine:
+            mine.remove(client)
+            if not mine:
+                del self._by_user[client.user.username]
         rid = client.user.responder_id
         if rid and rid in self._responders:
             self._responders[rid].discard(client)
