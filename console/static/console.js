@@ -228,14 +228,17 @@ async function reveal() {
     const r = await authed(`/api/v1/incidents/${encodeURIComponent(id)}/reveal`, { method: "POST",
       headers: { "Content-Type": "application/json" }, body: JSON.stringify({ reason }) });
     const parts = [];
+    const seen = new Set();  // a text is shown once, though the incident and its report both hold it
     for (const f of ["caller_name", "caller_phone", "reporter_id"]) if (r[f]) parts.push(`${FIELD_LABEL[f]} ${esc(r[f])}`);
     for (const rep of r.reports || []) {
       const bits = ["caller_name", "caller_phone", "reporter_id"].filter((f) => rep[f] && rep[f] !== r[f]).map((f) => `${FIELD_LABEL[f]} ${esc(rep[f])}`);
-      for (const t of rep.texts || []) bits.push(`${TEXT_LABEL[t.where.split(".").pop()] || "文字"}「${esc(t.text)}」`);
+      for (const t of rep.texts || []) {
+        if (!seen.has(t.text)) bits.push(`${TEXT_LABEL[t.where.split(".").pop()] || "文字"}「${esc(t.text)}」`);
+        seen.add(t.text);
+      }
       if (bits.length) parts.push(`${SOURCE_LABEL[rep.source] || rep.source}：${bits.join(" ")}`);
     }
     // numbers typed into free text (description, notes, reasons), shown here unmasked
-    const seen = new Set();
     for (const t of r.texts || []) {
       if (seen.has(t.text)) continue;
       seen.add(t.text);
