@@ -17,17 +17,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, in their own layer, so that a code change does not reinstall them.
-COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+# Dependencies first, in their own layer, so that a code change does not reinstall them: the
+# exact versions and hashes of requirements.lock (`./centre lock` writes it), setuptools included,
+# so that nothing is fetched unpinned or unhashed.
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock
 
 # Then the project itself (.dockerignore keeps .venv, .state, .git and caches out).
 COPY . .
 COPY --from=pages /pages/node_modules ./node_modules
-RUN pip install . \
+RUN pip install --no-deps --no-build-isolation . \
     && rm -rf build *.egg-info
 
 # Run as an unprivileged user; the code stays root-owned and read-only to it. The only
