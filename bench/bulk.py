@@ -30,11 +30,11 @@ import asyncpg
 import orjson
 from redis.asyncio import Redis
 
-from dispatcher.category import CAMERA_ALARM_TYPES, CATEGORIES
-from infra.city import GIVEN, STATIONS, SURNAMES, generate_city
-from streams import topics
-from streams.livestate import LiveState
-from streams.records import EnrichedIncident, Location, Recommended
+from contracts import topics
+from contracts.categories import CAMERA_ALARM_TYPES, CATEGORIES
+from contracts.incidents import EnrichedIncident, Location, Recommended
+from devtools.city import GIVEN, STATIONS, SURNAMES, generate_city
+from infra.livestate import LiveState
 
 RESPONDER_PREFIX: Final = "R-"  # bulk responders: R-000001 ..; the demo's are P-, G-, V-
 VOLUNTEER_SKILLS: Final = ("first_aid", "fire_safety", "elderly_care", "mediation", "patrol", "cleanup")

@@ -57,8 +57,8 @@ from bench.figures import Figure, format_figures
 from bench.latency import CITY_LAT, CITY_LON, bench_stack, measure_broker, say
 from bench.load import ConsoleLog, Post, Target
 from console.auth import token_hash
-from infra.city import generate_city
-from infra.seed import DEMO_API_KEYS, DEMO_RESPONDER_PASSWORD, DEMO_USERS
+from devtools.city import generate_city
+from devtools.seed import DEMO_API_KEYS, DEMO_RESPONDER_PASSWORD, DEMO_USERS
 from infra.settings import Settings
 
 OPERATOR: Final = next((u, pw) for u, _, role, pw in DEMO_USERS if role == "operator")

@@ -5,7 +5,7 @@
 The benchmark starts its own isolated centre the way the end-to-end tests do (its own Tansu
 broker on a free port, database `centre_bench_<pid>` dropped at the end, Redis db 13 flushed,
 topics created, the demo city seeded, the streams workers, dispatcher and console server run by
-`infra.stack.Supervisor`), then drives it from this process through the public contracts only:
+`devtools.stack.Supervisor`), then drives it from this process through the public contracts only:
 
 * one WebSocket console logged in as the demo duty operator;
 * N reports posted over HTTP at a steady rate, round-robin across the three channels (camera
@@ -54,14 +54,14 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from bench.figures import percentile
-from dispatcher.category import CAMERA_ALARM_TYPES
-from infra.broker import start_tansu
-from infra.city import generate_city
+from contracts.categories import CAMERA_ALARM_TYPES
+from devtools.broker import start_tansu
+from devtools.city import generate_city
+from devtools.seed import DEMO_API_KEYS, DEMO_USERS, seed_all
+from devtools.stack import Supervisor, ensure_postgres, ensure_redis, free_port, isolated_settings
 from infra.db import drop_database
 from infra.kafka_admin import create_topics
-from infra.seed import DEMO_API_KEYS, DEMO_USERS, seed_all
 from infra.settings import Settings
-from infra.stack import Supervisor, ensure_postgres, ensure_redis, free_port, isolated_settings
 
 TARGET_P50_MS: Final = 100.0
 # The demo city's box (WGS-84): every generated point falls inside a grid.
@@ -763,7 +763,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        # infra.stack reports on stdout; keep stdout for the figures (--json).
+        # devtools.stack reports on stdout; keep stdout for the figures (--json).
         with contextlib.redirect_stdout(sys.stderr), bench_stack(args.workers, args.partitions) as settings:
             results = asyncio.run(
                 measure(

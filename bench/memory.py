@@ -3,7 +3,7 @@
     python -m bench.memory [--responders 100000] [--incidents 1000000] [--json]
 
 It starts the real centre with `bench.latency.bench_stack` (its own Tansu, database and Redis
-database; the streams worker, dispatcher and console server run by `infra.stack.Supervisor`).
+database; the streams worker, dispatcher and console server run by `devtools.stack.Supervisor`).
 Before the processes start, `bench.bulk` loads the scale into PostgreSQL with set-based SQL:
 N more responders (registry, phone logins, last positions) and M stored incidents over the last
 year (nearly all closed, a few hundred open, each with its report, timeline and task). Then
@@ -53,10 +53,10 @@ import redis.asyncio as aioredis
 from bench import bulk
 from bench.figures import Figure, format_figures
 from bench.latency import Driver, bench_stack, build_report, say
-from infra.seed import DEMO_API_KEYS, DEMO_USERS
+from contracts import topics
+from devtools.seed import DEMO_API_KEYS, DEMO_USERS
+from devtools.stack import Supervisor
 from infra.settings import Settings
-from infra.stack import Supervisor
-from streams import topics
 
 SCENARIO: Final = "memory"
 MB: Final = 1024 * 1024
@@ -746,7 +746,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = datetime.now(UTC)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # infra.stack reports on stdout
+        with contextlib.redirect_stdout(sys.stderr):  # devtools.stack reports on stdout
             figures = measure_memory(
                 args.responders,
                 args.incidents,

@@ -31,8 +31,8 @@ from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
-from dispatcher.geo import haversine_m
-from streams.livestate import LiveState, Nearby
+from contracts.geo import haversine_m
+from infra.livestate import LiveState, Nearby
 
 KIND = "volunteer"
 COUNT = 5

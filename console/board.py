@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
-from console.masking import masked_event, masked_incident
-from dispatcher.lifecycle import OPEN_STATES, IncidentState
+from contracts.masking import masked_event, masked_incident
+from contracts.states import OPEN_STATES, IncidentState
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 The board, the hub and the phones' task pushes read a handful of fields of each event; a record
 without them would raise inside the board (or, worse, leave it half-updated, or make every later
 snapshot fail to sort). So each record is checked first, with the same wording as every other
-consumer (`streams.deadletter`), and a bad one goes to `deadletter` with stage "console".
+consumer (`contracts.events`), and a bad one goes to `deadletter` with stage "console".
 
 Several console servers read every event (no consumer group), so each of them dead-letters the
 same bad record: N servers, N letters. They name the record by the same (topic, partition,
@@ -16,69 +16,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from dispatcher.lifecycle import IncidentState
-from streams import topics
-from streams.deadletter import check_key, dead_letter, decode_object, validated
-from streams.normalise import BadRecord
+from contracts import topics
+from contracts.events import check_event
+from contracts.validation import BadRecord
+from infra.deadletters import send_dead_letter
 
 log = logging.getLogger(__name__)
 STAGE = "console"
-Id = Annotated[str, Field(min_length=1, max_length=200)]
-
-
-class _Loose(BaseModel):
-    """Fields the console does not read are let through: producers may add some."""
-
-    model_config = ConfigDict(extra="allow")
-
-
-class EventTask(_Loose):
-    task_id: Id
-    responder_id: Id
-
-
-class EventIncident(_Loose):
-    """The parts of the incident view the board sorts and shows and the phones are sent."""
-
-    incident_id: Id
-    status: IncidentState
-    severity: int
-    title: str
-    occurred_at: str
-    tasks: list[EventTask] = []
-
-
-class IncidentEvent(_Loose):
-    """A state change (version and incident view) or a routed notice such as a refusal."""
-
-    type: Annotated[str, Field(min_length=1, max_length=100)]
-    incident_id: Id
-    event_id: str | None = None
-    command_id: str | None = None
-    version: Annotated[int, Field(ge=1)] | None = None
-    incident: EventIncident | None = None
-    data: dict[str, Any] | None = None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> IncidentEvent:
-        if (self.version is None) != (self.incident is None):
-            raise ValueError("version and incident come together (a state change carries both)")
-        if self.incident is not None and self.incident.incident_id != self.incident_id:
-            raise ValueError(f"incident.incident_id is not the event's incident_id {self.incident_id!r}")
-        return self
-
-
-def check_event(key: bytes | None, value: bytes | None) -> dict[str, Any]:
-    """The event as the hub takes it, or `BadRecord` saying why it is unusable."""
-    message = decode_object(value)
-    event: IncidentEvent = validated(IncidentEvent, message)
-    check_key(key, "incident_id", event.incident_id)
-    return message
 
 
 class DeadLetters:
@@ -88,15 +36,13 @@ class DeadLetters:
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self._producer = producer
 
+    async def _send(self, key: bytes | None, letter: bytes) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = await self._producer.send(topics.DEADLETTER, key=key, value=letter)
+        return future
+
     async def send(self, record: ConsumerRecord, reason: str) -> None:
-        letter = dead_letter(
-            STAGE, reason, record.topic, record.key, record.value, record.partition, record.offset
-        )
-        log.warning("dead-lettered %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
         try:
-            sent = await self._producer.send(
-                topics.DEADLETTER, key=record.key, value=letter.model_dump_json().encode()
-            )
+            sent = await send_dead_letter(self._send, STAGE, record, reason)
         except Exception as exc:
             where = f"{record.topic}[{record.partition}]@{record.offset}"
             log.error("could not dead-letter %s: %r", where, exc)

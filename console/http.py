@@ -7,7 +7,7 @@ checks (a responder's own tasks, a photo's incident). The table is docs/security
 Every rejection names the problem: 400 malformed JSON, 401 bad or missing credentials,
 403 a role that may not do this, 404 unknown id, 413 body too large, 422 field and reason,
 429 (with Retry-After) a locked username or throttled address, 503 (with Retry-After) when a
-report cannot be made durable right now.
+rates cannot be made durable right now.
 """
 
 import asyncio
@@ -35,7 +35,13 @@ from console.addresses import Networks, client_address, trusted_networks
 from console.audit import KINDS, AuditLog, AuditQuery
 from console.auth import LOGINS_PER_MINUTE, ApiKeys, LoginRefused, Sessions, User
 from console.intake import BEIJING, IntakeService, InvalidField, NotDurable, UnknownReference
-from console.masking import (
+from console.passwords import hash_password
+from console.permissions import Perm, UserRole, key_allows, user_allows
+from console.ratelimit import KeyedLimiter
+from console.registry import RegistryService
+from contracts.commands import Command, command_json
+from contracts.fields import SourceId, refuse_nul
+from contracts.masking import (
     PERSONAL_FIELDS,
     masked_event,
     masked_incident,
@@ -43,27 +49,17 @@ from console.masking import (
     responder_incident,
     unmasked_texts,
 )
-from console.passwords import hash_password
-from console.permissions import Perm, UserRole, key_allows, user_allows
-from console.ratelimit import KeyedLimiter
-from console.registry import RegistryService
-from dispatcher import casestore, report, store
-from dispatcher.lifecycle import OPEN_STATES, STATE_LABELS, IncidentState
-from dispatcher.plan import PlanBook, load_plans
-from dispatcher.task import MAX_PHOTOS
+from contracts.positions import PositionBatch
+from contracts.registry import CameraUpsert, ResponderUpsert
+from contracts.reports import AppReport, CameraAlarm, HotlineTicket
+from contracts.states import INCIDENT_STATE_LABELS, OPEN_STATES, IncidentState
+from contracts.timewindow import representable
+from dispatcher.core.plan import PlanBook, load_plans
+from dispatcher.core.task import MAX_PHOTOS
+from dispatcher.readmodel import incidents as reads
+from dispatcher.readmodel import rates, views
+from infra.livestate import LiveState
 from infra.settings import Settings
-from streams.livestate import LiveState
-from streams.records import (
-    AppReport,
-    CameraAlarm,
-    CameraUpsert,
-    HotlineTicket,
-    PositionBatch,
-    ResponderUpsert,
-    SourceId,
-    refuse_nul,
-)
-from streams.timewindow import representable
 
 STATIC = Path(__file__).resolve().parent / "static"
 # Leaflet comes from npm (package.json): the source tree when run from a checkout, the working
@@ -90,7 +86,7 @@ MAX_PHOTO_BYTES = 5 * 1024 * 1024
 # seconds' worth of the rate: a page's first load, a resident refreshing a few times.
 PUBLIC_BURST_S, ACCOUNT_BURST_S = 30.0, 10.0
 # Task states in which a responder "holds" a task: they may read its incident and its photos.
-# A report some stage refused for good: the public status says it waits for a person.
+# A rates some stage refused for good: the public status says it waits for a person.
 STUCK_LABEL: Final = "受理异常，待工作人员人工核查"
 HELD_TASK_STATES = frozenset({"offered", "accepted", "en_route", "on_scene", "done"})
 
@@ -522,14 +518,14 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
             422,
         )
 
-    async def take(source: str, report: Any) -> JSONResponse:
+    async def take(source: str, rates: Any) -> JSONResponse:
         try:
-            accepted = await svc.intake.accept(source, report)
+            accepted = await svc.intake.accept(source, rates)
         except InvalidField as exc:
             return unprocessable(exc)
         except NotDurable as exc:
             raise HttpError(
-                503, "unavailable", f"report not accepted, retry: {exc}", {"Retry-After": "5"}
+                503, "unavailable", f"rates not accepted, retry: {exc}", {"Retry-After": "5"}
             ) from exc
         status = 202 if accepted.created else 200
         return JSONResponse({"tracking_no": accepted.tracking_no, "status": "received"}, status)
@@ -561,9 +557,9 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         tags=["intake"],
         dependencies=[needs_key(Perm.INTAKE_APP)],
     )
-    async def app_report(report: AppReport) -> JSONResponse:
-        """A resident's 随手拍 report."""
-        return await take("app", report)
+    async def app_report(rates: AppReport) -> JSONResponse:
+        """A resident's 随手拍 rates."""
+        return await take("app", rates)
 
     @app.post(
         "/api/v1/intake/positions",
@@ -783,7 +779,7 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         """The responder's own tasks on this incident that they hold (not declined, expired, withdrawn)."""
         return [
             t
-            for t in (casestore.task_view(r) for r in await casestore.task_rows(svc.pool, incident_id))
+            for t in (views.task_view(r) for r in await reads.task_rows(svc.pool, incident_id))
             if t["responder_id"] == responder_id and t["state"] in HELD_TASK_STATES
         ]
 
@@ -802,9 +798,9 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         assert user is not None
         statuses = statuses_of(status)
         if user_allows(user.role, Perm.BOARD_READ):
-            rows = await store.incident_rows(svc.pool, statuses, limit, offset)
+            rows = await reads.incident_rows(svc.pool, statuses, limit, offset)
             return {
-                "incidents": [masked_incident(store.incident_view(r)) for r in rows],
+                "incidents": [masked_incident(views.incident_view(r)) for r in rows],
                 "limit": limit,
                 "offset": offset,
             }
@@ -823,7 +819,7 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         out = []
         for r in rows:
             mine = await my_tasks(str(user.responder_id), r["incident_id"])
-            out.append(responder_incident(store.incident_view(r), mine))
+            out.append(responder_incident(views.incident_view(r), mine))
         return {"incidents": out, "limit": limit, "offset": offset}
 
     @app.get("/api/v1/incidents/{incident_id}", tags=["read"], responses=AUTH_ANSWERS)
@@ -835,15 +831,15 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         holding a task on it gets the responder's view."""
         user = caller.user
         assert user is not None
-        row = await store.incident_row(svc.pool, incident_id)
+        row = await reads.incident_row(svc.pool, incident_id)
         if row is None:
             raise HttpError(404, "not_found", f"no incident {incident_id!r}")
         if not user_allows(user.role, Perm.BOARD_READ):
             mine = await my_tasks(str(user.responder_id), incident_id)
             if not mine:
                 raise HttpError(403, "forbidden", f"you hold no task on incident {incident_id!r}")
-            return responder_incident(store.incident_view(row), mine)
-        view = masked_incident(await casestore.full_view(svc.pool, row))
+            return responder_incident(views.incident_view(row), mine)
+        view = masked_incident(await reads.full_view(svc.pool, row))
         view["reports"] = [
             {
                 "tracking_no": r["tracking_no"],
@@ -852,10 +848,10 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
                 "received_at": r["received_at"].isoformat(),
                 "payload": masked_payload(r["source"], r["payload"]),
             }
-            for r in await store.linked_reports(svc.pool, incident_id)
+            for r in await reads.linked_reports(svc.pool, incident_id)
         ]
         view["timeline"] = [
-            masked_event(store.event_view(e)) for e in await store.events_of(svc.pool, incident_id)
+            masked_event(views.event_view(e)) for e in await reads.events_of(svc.pool, incident_id)
         ]
         return view
 
@@ -867,24 +863,24 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
     ) -> JSONResponse:
         """The unmasked contact details of an incident and its linked reports (查看号码), for
         calling back. Every reveal is audited: who, which incident and fields, why, from where."""
-        row = await store.incident_row(svc.pool, incident_id)
+        row = await reads.incident_row(svc.pool, incident_id)
         if row is None:
             raise HttpError(404, "not_found", f"no incident {incident_id!r}")
-        view = store.incident_view(row)
+        view = views.incident_view(row)
         contact = {f: view[f] for f in PERSONAL_FIELDS if view.get(f)}
         reports = []
         # free text with numbers in it, unmasked: the incident with its tasks, its timeline
         texts = [
             {"where": path, "text": text}
-            for path, text in unmasked_texts(await casestore.full_view(svc.pool, row))
+            for path, text in unmasked_texts(await reads.full_view(svc.pool, row))
         ]
-        for e in await store.events_of(svc.pool, incident_id):
-            event = store.event_view(e)
+        for e in await reads.events_of(svc.pool, incident_id):
+            event = views.event_view(e)
             texts += [
                 {"where": f"timeline.{event['event_id']}.{path}", "text": text}
                 for path, text in unmasked_texts({"reason": event.get("reason"), "data": event.get("data")})
             ]
-        for r in await store.linked_reports(svc.pool, incident_id):
+        for r in await reads.linked_reports(svc.pool, incident_id):
             found: dict[str, Any] = {f: r["payload"][f] for f in PERSONAL_FIELDS if r["payload"].get(f)}
             written = [{"where": path, "text": text} for path, text in unmasked_texts(r["payload"])]
             if written:
@@ -957,9 +953,9 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
     ) -> dict[str, Any]:
         """Public progress for the reporter (进度随时查): no personal data, public steps only."""
         limit_public(request)
-        row = await store.report_by_tracking_no(svc.pool, tracking_no)
+        row = await reads.report_by_tracking_no(svc.pool, tracking_no)
         if row is None:
-            raise HttpError(404, "not_found", f"no report {tracking_no!r}")
+            raise HttpError(404, "not_found", f"no rates {tracking_no!r}")
         timeline: list[dict[str, Any]] = [
             {"at": row["received_at"].isoformat(), "step": "received", "label": "已受理"}
         ]
@@ -970,20 +966,21 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
             timeline.append({"at": row["refused_at"].isoformat(), "step": "stuck", "label": STUCK_LABEL})
         incident_id, since = row["incident_id"], None
         for _ in range(5):  # follow merges to the incident that carries the work
-            incident_row = await store.incident_row(svc.pool, incident_id) if incident_id else None
+            incident_row = await reads.incident_row(svc.pool, incident_id) if incident_id else None
             if incident_row is None:
                 break
             state = IncidentState(incident_row["status"])
-            status, label = state.value, STATE_LABELS[state]
-            for e in await store.events_of(svc.pool, incident_row["incident_id"]):
+            status, label = state.value, INCIDENT_STATE_LABELS[state]
+            for e in await reads.events_of(svc.pool, incident_row["incident_id"]):
                 if not e["public"] or (since is not None and e["at"] < since):
                     continue
-                ev = store.event_view(e)
+                ev = views.event_view(e)
                 if ev["type"] == "incident.feedback":
                     timeline.append({"at": ev["at"], "step": "feedback", "label": "居民已评价"})
                 elif ev["type"] != "incident.merge" or incident_row["merged_into"] is None:
                     step = IncidentState(ev["state"])
-                    timeline.append({"at": ev["at"], "step": step.value, "label": STATE_LABELS[step]})
+                    label = INCIDENT_STATE_LABELS[step]
+                    timeline.append({"at": ev["at"], "step": step.value, "label": label})
             if incident_row["merged_into"] is None:
                 break
             incident_id, since = incident_row["merged_into"], incident_row["updated_at"]
@@ -1005,12 +1002,12 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
     ) -> JSONResponse:
         """The reporter rates the result once the incident is closed; "not fixed" reopens it."""
         limit_public(request)
-        row = await store.report_by_tracking_no(svc.pool, tracking_no)
+        row = await reads.report_by_tracking_no(svc.pool, tracking_no)
         if row is None:
-            raise HttpError(404, "not_found", f"no report {tracking_no!r}")
+            raise HttpError(404, "not_found", f"no rates {tracking_no!r}")
         incident_id = row["incident_id"]
         for _ in range(5):
-            incident_row = await store.incident_row(svc.pool, incident_id) if incident_id else None
+            incident_row = await reads.incident_row(svc.pool, incident_id) if incident_id else None
             if incident_row is None or incident_row["merged_into"] is None:
                 break
             incident_id = incident_row["merged_into"]
@@ -1027,17 +1024,18 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
             raise HttpError(
                 409, "already_rated", "此次办理已评价，感谢反馈 / feedback on this result was given"
             )
-        command = {
-            # one feedback per report per closing: a repeat in the same round changes nothing
-            "command_id": f"feedback:{tracking_no}:r{incident_row['round']}",
-            "incident_id": incident_id,
-            "action": "feedback",
-            "actor": f"resident:{tracking_no}",
-            "at": datetime.now(UTC).isoformat(),
-            "reason": None,
-            "data": {"tracking_no": tracking_no, **body.model_dump()},
-            "origin": origin(request),
-        }
+        command = command_json(
+            Command(
+                action="feedback",
+                incident_id=incident_id,
+                # one feedback per rates per closing: a repeat in the same round changes nothing
+                command_id=f"feedback:{tracking_no}:r{incident_row['round']}",
+                actor=f"resident:{tracking_no}",
+                at=datetime.now(UTC),
+                data={"tracking_no": tracking_no, **body.model_dump()},
+                origin=origin(request),
+            )
+        )
         if svc.send_command is None:
             raise HttpError(503, "unavailable", "feedback not accepted, retry", {"Retry-After": "5"})
         try:
@@ -1059,7 +1057,7 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
             date | None, Query(alias="to", description="last Beijing day, inclusive (default: today)")
         ] = None,
     ) -> dict[str, Any]:
-        """三率 — response, resolution and satisfaction rates (definitions in dispatcher/rates.py)."""
+        """三率 — response, resolution and satisfaction rates (definitions in dispatcher/core/rates.py)."""
         for name, day in (("from", since), ("to", until)):  # far dates overflow the arithmetic below
             if day is not None and not date(2000, 1, 1) <= day <= date(2099, 12, 31):
                 raise HttpError(422, "invalid", f"{name}: must be between 2000-01-01 and 2099-12-31")
@@ -1073,7 +1071,7 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
             raise HttpError(422, "invalid", "from/to: at most a year at a time")
         start = datetime.combine(first, time.min, BEIJING)
         end = datetime.combine(last + timedelta(days=1), time.min, BEIJING)
-        rows = await report.rates(svc.pool, svc.plans, by, start, end, now)
+        rows = await rates.rates(svc.pool, svc.plans, by, start, end, now)
         return {
             "by": by,
             "from": first.isoformat(),
@@ -1105,7 +1103,7 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         content_type: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
         """A responder's on-site photo (the raw image as the body), for the task they are working
-        on: answers its URL for the task's report. Only signed-in callers allowed to see that
+        on: answers its URL for the task's rates. Only signed-in callers allowed to see that
         incident can fetch it."""
         user = caller.user
         if user is None or not user.responder_id:

@@ -30,13 +30,14 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from dispatcher.outbox import give_up_on, lost_before, progress, redelivery_due
+from contracts import topics
+from contracts.positions import PositionBatch
+from contracts.reports import SOURCE_ID_FIELD, SOURCE_TIME_FIELD, CameraAlarm, RawReport
+from contracts.timewindow import TimeWindow
 from infra.faults import DATABASE_UNAVAILABLE
-from streams import topics
-from streams.fixes import send_fixes
-from streams.kafka import delivered
-from streams.records import SOURCE_ID_FIELD, SOURCE_TIME_FIELD, CameraAlarm, PositionBatch, RawReport
-from streams.timewindow import TimeWindow
+from infra.fixes import send_fixes
+from infra.kafka import delivered
+from infra.outbox import give_up_on, lost_before, progress, redelivery_due
 
 log = logging.getLogger(__name__)
 BEIJING = timezone(timedelta(hours=8))

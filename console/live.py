@@ -37,12 +37,13 @@ from console.auth import Sessions, User
 from console.board import Board, Delta
 from console.permissions import USER_PERMISSIONS, Perm
 from console.ratelimit import TokenBucket
-from dispatcher.case import MAX_INCIDENT_NOTE_CHARS
-from dispatcher.lifecycle import IllegalTransition
-from dispatcher.task import check_note, check_photos
+from contracts.commands import Command, command_json
+from contracts.positions import PositionFix
+from contracts.validation import describe_validation_error
+from dispatcher.core.case import MAX_INCIDENT_NOTE_CHARS
+from dispatcher.core.lifecycle import IllegalTransition
+from dispatcher.core.task import check_note, check_photos
 from infra.settings import Settings
-from streams.normalise import describe_validation_error
-from streams.records import PositionFix
 
 log = logging.getLogger(__name__)
 
@@ -841,16 +842,8 @@ class LiveHub:
             )
             return
         command_id = f"{client.user.actor}:{cid}"  # a client's retry of the same id has one effect
-        command = {
-            "command_id": command_id,
-            "incident_id": incident_id,
-            "action": action,
-            "actor": client.user.actor,
-            "at": datetime.now(UTC).isoformat(),
-            "reason": reason,
-            "data": data,
-            "origin": client.origin,
-        }
+        actor, now, origin = client.user.actor, datetime.now(UTC), client.origin
+        command = command_json(Command(action, incident_id, command_id, actor, now, reason, data, origin))
         try:
             await self._send_command(command)
         except Exception as exc:

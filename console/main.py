@@ -31,16 +31,16 @@ from console.positions import PositionFeed, start_positions_consumer
 from console.registry import RegistryService
 from console.resync import resync_board
 from console.serving import http_config
-from dispatcher import casestore, outbox, store
-from dispatcher.live import live_recommendation
-from dispatcher.plan import load_plans
-from infra import eventloop
-from infra.db import ensure_database, migrate
+from contracts import topics
+from dispatcher.core.plan import load_plans
+from dispatcher.readmodel import incidents
+from dispatcher.readmodel.forces import live_recommendation
+from infra import eventloop, livestate, outbox
+from infra.db import create_pool, ensure_database, migrate
 from infra.faults import BROKER_UNAVAILABLE, TRANSIENT
+from infra.kafka import RestartedLogCheck, make_producer, start_at_end, start_producer, stop_on_signals
+from infra.livestate import LiveState
 from infra.settings import Settings
-from streams import livestate, topics
-from streams.kafka import RestartedLogCheck, make_producer, start_at_end, start_producer, stop_on_signals
-from streams.livestate import LiveState
 
 log = logging.getLogger("console")
 RECONCILE_EVERY_S = 2.0
@@ -100,7 +100,7 @@ async def amain(settings: Settings) -> None:
     stopping = asyncio.Event()
     stop_on_signals(stopping.set)
     await ensure_database(settings.database_url)
-    pool = await store.create_pool(settings.database_url)
+    pool = await create_pool(settings.database_url)
     async with pool.acquire() as conn:
         await migrate(conn)
     redis = livestate.connect(settings.redis_url)
@@ -109,7 +109,7 @@ async def amain(settings: Settings) -> None:
     consumer = await start_events_consumer(settings)
     sessions = Sessions(pool, settings.session_ttl_s)
     board = Board()
-    board.load([await casestore.full_view(pool, r) for r in await store.open_incident_rows(pool)])
+    board.load([await incidents.full_view(pool, r) for r in await incidents.open_incident_rows(pool)])
 
     async def send_command(command: dict[str, Any]) -> None:
         """Into the outbox first (the dispatcher re-sends it until applied), then to the broker:

@@ -25,12 +25,12 @@ from typing import Any, Final, Protocol
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from contracts import topics
+from contracts.timewindow import HARD, TimeWindow
+from contracts.validation import BadRecord
+from infra.fixes import read_fixes
+from infra.kafka import RestartedLogCheck, start_at_end
 from infra.settings import Settings
-from streams import topics
-from streams.fixes import read_fixes
-from streams.kafka import RestartedLogCheck, start_at_end
-from streams.normalise import BadRecord
-from streams.timewindow import HARD, TimeWindow
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class PositionFeed:
         self.stats = FeedStats()
 
     def take(self, key: bytes | None, value: bytes | None) -> int:
-        """One record (one fix or a batch, see streams.fixes): how many of its fixes are now
+        """One record (one fix or a batch, see infra.fixes): how many of its fixes are now
         their responder's pending newest."""
         now = datetime.now(UTC)
         try:

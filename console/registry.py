@@ -14,9 +14,9 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from console.intake import NotDurable, UnknownReference
-from streams import topics
-from streams.livestate import LiveState
-from streams.records import CameraUpsert, ResponderUpsert
+from contracts import topics
+from contracts.registry import CameraUpsert, ResponderUpsert
+from infra.livestate import LiveState
 
 
 class RegistryService:

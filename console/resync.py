@@ -17,7 +17,8 @@ from typing import Any
 
 import asyncpg
 
-from dispatcher import casestore
+from contracts import events
+from dispatcher.readmodel import incidents
 from infra.faults import DATABASE_UNAVAILABLE
 
 log = logging.getLogger(__name__)
@@ -25,16 +26,7 @@ LOOK_BACK_S = 120.0  # a change lost within this window is caught (the check run
 
 
 def synced_message(view: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "incident.synced",
-        "incident_id": view["incident_id"],
-        "version": int(view["version"]),
-        "actor": "system:resync",
-        "at": datetime.now(UTC).isoformat(),
-        "public": False,
-        "data": {},
-        "incident": view,
-    }
+    return events.incident_synced(view, datetime.now(UTC))
 
 
 async def resync_once(
@@ -62,7 +54,7 @@ async def resync_once(
     for incident_id in behind:
         row = await pool.fetchrow("SELECT * FROM incidents WHERE incident_id = $1", incident_id)
         if row is not None:
-            publish(synced_message(await casestore.full_view(pool, row)))
+            publish(synced_message(await incidents.full_view(pool, row)))
     return len(behind)
 
 

@@ -1,5 +1,9 @@
-"""The domain: categories, geography, responders, nearest-responder ranking and the lifecycle.
+"""The dispatcher: the one writer of every incident, its tasks, clocks and timers.
 
-Nothing in this package performs I/O except `dispatcher.store` and `dispatcher.service`'s
-adapters; the rest are pure modules that are unit- and property-tested by feeding them.
+`core` is the domain, pure (no I/O; the import contracts hold it to that): the incident and task
+lifecycles, the case that joins them (`case.decide`), response plans, recommendation, clocks,
+merging and the 三率. `adapters` carry it out against the world: PostgreSQL (`store`,
+`casestore`, `report`), the transactional outbox (`outbox`), Redis live state (`live`,
+`livekeeper`). `service` is the service layer that loads a case, decides and saves; `main` is
+the process's composition root (Kafka in, events out). `plans.yaml` is data operators edit.
 """

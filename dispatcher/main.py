@@ -30,20 +30,18 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from pydantic import ValidationError
 
-from dispatcher import outbox, store
-from dispatcher.case import CaseCommand
-from dispatcher.commands import parse_command
-from dispatcher.livekeeper import LiveKeeper
-from dispatcher.plan import load_plans
+from contracts import events, topics
+from contracts.commands import Command, parse_command
+from contracts.incidents import EnrichedIncident
+from contracts.validation import BadRecord, check_key, decode_object, describe_validation_error
+from dispatcher.adapters.livekeeper import LiveKeeper
+from dispatcher.core.plan import load_plans
 from dispatcher.service import IncidentService, Result
-from dispatcher.store import create_pool
-from infra import eventloop
-from infra.db import ensure_database, migrate
+from infra import eventloop, livestate, outbox, refusals
+from infra.db import create_pool, ensure_database, migrate
+from infra.deadletters import send_dead_letter
 from infra.faults import BROKER_UNAVAILABLE, DATABASE_UNAVAILABLE, TRANSIENT
-from infra.settings import Settings
-from streams import livestate, topics
-from streams.deadletter import check_key, dead_letter, decode_object
-from streams.kafka import (
+from infra.kafka import (
     delivered,
     make_consumer,
     make_producer,
@@ -51,9 +49,8 @@ from streams.kafka import (
     start_producer,
     stop_on_signals,
 )
-from streams.livestate import LiveState
-from streams.normalise import BadRecord, describe_validation_error
-from streams.records import EnrichedIncident
+from infra.livestate import LiveState
+from infra.settings import Settings
 
 log = logging.getLogger("dispatcher")
 TIMER_TICK_S = 0.2
@@ -74,21 +71,16 @@ class Sent:
     forwards: list[str] = field(default_factory=list)
 
 
-def timer_command(r: Mapping[str, Any]) -> dict[str, Any]:
+def timer_command(r: Mapping[str, Any]) -> Command:
     """A due timer as a command on its incident (its id makes a second firing change nothing)."""
-    return {
-        "command_id": f"timer:{r['timer_id']}",
-        "incident_id": r["incident_id"],
-        "action": "timer",
-        "actor": "system:timer",
-        "at": r["fire_at"].isoformat(),
-        "data": {
-            "timer_id": r["timer_id"],
-            "kind": r["kind"],
-            "clock_id": r["clock_id"],
-            "task_id": r["task_id"],
-        },
-    }
+    return Command(
+        action="timer",
+        incident_id=r["incident_id"],
+        command_id=f"timer:{r['timer_id']}",
+        actor="system:timer",
+        at=r["fire_at"],
+        data={k: r[k] for k in ("timer_id", "kind", "clock_id", "task_id")},
+    )
 
 
 def into_lanes(
@@ -307,7 +299,7 @@ class Dispatcher:
         record: ConsumerRecord,
         incident_id: str,
         apply: Callable[[], Awaitable[Result]],
-        cmd: CaseCommand | None,
+        cmd: Command | None,
         wait: bool,
     ) -> Sent:
         """Apply, then hand what it produced to the producer (and, with `wait`, wait for the
@@ -326,27 +318,14 @@ class Dispatcher:
                 if cmd is not None and result.refused is None and not result.messages:
                     # Applied, but changed nothing anyone sees: say so, so the console that
                     # queued it stops waiting for an answer.
-                    done = {
-                        "type": "command.done",
-                        "command_id": cmd.command_id,
-                        "incident_id": incident_id,
-                        "action": cmd.action,
-                        "actor": cmd.actor,
-                    }
+                    done = events.command_done(cmd)
                     futures.append(
                         await self._producer.send(
                             topics.INCIDENTS_EVENTS, key=incident_id.encode(), value=orjson.dumps(done)
                         )
                     )
                 if result.refused is not None and cmd is not None:
-                    refusal = {
-                        "type": "command.refused",
-                        "command_id": cmd.command_id,
-                        "incident_id": incident_id,
-                        "action": cmd.action,
-                        "actor": cmd.actor,
-                        "reason": result.refused,
-                    }
+                    refusal = events.command_refused(cmd, result.refused)
                     futures.append(
                         await self._producer.send(
                             topics.INCIDENTS_EVENTS, key=incident_id.encode(), value=orjson.dumps(refusal)
@@ -383,7 +362,7 @@ class Dispatcher:
             delay = min(delay * 2, 5.0)
 
     async def _refuse_command(
-        self, record: ConsumerRecord, cmd: CaseCommand, reason: str, wait: bool
+        self, record: ConsumerRecord, cmd: Command, reason: str, wait: bool
     ) -> Sent:
         """A command that keeps failing for no transient reason is refused for good: the outbox
         stops re-sending it, the audit log says it failed, its sender is told (a
@@ -395,14 +374,7 @@ class Dispatcher:
             stuck = f"command {cmd.command_id}: refused to its sender, not re-sent"
         except DATABASE_UNAVAILABLE as exc:  # the outbox re-sends it, and it is refused again
             log.warning("could not record command %s as failed: %r", cmd.command_id, exc)
-        refusal = {
-            "type": "command.refused",
-            "command_id": cmd.command_id,
-            "incident_id": cmd.incident_id,
-            "action": cmd.action,
-            "actor": cmd.actor,
-            "reason": "指挥系统无法执行该命令（已记录，请联系运维人员）",
-        }
+        refusal = events.command_refused(cmd, "指挥系统无法执行该命令（已记录，请联系运维人员）")
         future = await self._producer.send(
             topics.INCIDENTS_EVENTS, key=cmd.incident_id.encode(), value=orjson.dumps(refusal)
         )
@@ -415,21 +387,15 @@ class Dispatcher:
     async def _dead_letter(self, record: ConsumerRecord, reason: str, stuck: str | None = None) -> None:
         assert self._producer is not None
         if stuck is None and record.topic == topics.INCIDENTS_ENRICHED:
-            stuck = await store.refuse_report_of(self._pool, record.topic, record.key, "dispatcher", reason)
-        letter = dead_letter(
-            "dispatcher",
-            reason,
-            record.topic,
-            record.key,
-            record.value,
-            record.partition,
-            record.offset,
-            stuck,
-        )
-        log.warning("dead-lettered %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
-        await self._producer.send_and_wait(
-            topics.DEADLETTER, key=record.key, value=letter.model_dump_json().encode()
-        )
+            stuck = await refusals.refuse_report_of(
+                self._pool, record.topic, record.key, "dispatcher", reason
+            )
+        producer = self._producer
+
+        async def send(key: bytes | None, letter: bytes) -> Any:
+            return await producer.send_and_wait(topics.DEADLETTER, key=key, value=letter)
+
+        await send_dead_letter(send, "dispatcher", record, reason, stuck=stuck)
 
 
 async def amain(settings: Settings) -> None:

@@ -3,7 +3,7 @@
 Each input (an enriched incident, a command) is applied in one transaction that also records
 its id, so a replay finds it and changes nothing but answers with the events it produced the
 first time (publishing is at-least-once; consoles drop what they hold by incident version).
-Decisions come from the pure core (`dispatcher.case`); this layer only loads, saves, asks live
+Decisions come from the pure core (`dispatcher.core.case`); this layer only loads, saves, asks live
 state who is available, and reports what to publish.
 """
 
@@ -16,11 +16,14 @@ from typing import Any
 
 import asyncpg
 
-from dispatcher import casestore, outbox, store
-from dispatcher.case import (
+from contracts.commands import Command
+from contracts.events import state_change
+from contracts.incidents import EnrichedIncident
+from dispatcher.adapters import casestore, store
+from dispatcher.adapters.livekeeper import sync_statuses
+from dispatcher.core.case import (
     ACTIONS,
     Case,
-    CaseCommand,
     Context,
     Effect,
     Forward,
@@ -29,15 +32,15 @@ from dispatcher.case import (
     decide,
     start_case,
 )
-from dispatcher.clock import statutory_limit
-from dispatcher.lifecycle import Action, Command, IllegalTransition, transition
-from dispatcher.live import candidates_near
-from dispatcher.livekeeper import sync_statuses
-from dispatcher.merge import Sighting, bbox_for, find_duplicate, merge_cells
-from dispatcher.plan import PlanBook
-from dispatcher.recommend import Available
-from streams.livestate import LiveState
-from streams.records import EnrichedIncident
+from dispatcher.core.clock import statutory_limit
+from dispatcher.core.lifecycle import Action, IllegalTransition, transition
+from dispatcher.core.merge import Sighting, bbox_for, find_duplicate, merge_cells
+from dispatcher.core.plan import PlanBook
+from dispatcher.core.recommend import Available
+from dispatcher.readmodel import incidents, views
+from dispatcher.readmodel.forces import candidates_near
+from infra import outbox
+from infra.livestate import LiveState
 
 log = logging.getLogger(__name__)
 SYSTEM_ACTOR = "system:intake"
@@ -53,7 +56,7 @@ class Result:
     """What one input produced: messages for consoles, commands for other cases, live-state changes."""
 
     messages: list[dict[str, Any]] = field(default_factory=list)
-    forwards: list[CaseCommand] = field(default_factory=list)
+    forwards: list[Command] = field(default_factory=list)
     statuses: list[SetResponderStatus] = field(default_factory=list)
     refused: str | None = None
 
@@ -102,7 +105,7 @@ class IncidentService:
             await casestore.save_effects(conn, case, effects, rec.enriched_at, None)
             match = await self._duplicate_of(conn, rec)
             if match is not None:
-                merge = CaseCommand(
+                merge = Command(
                     "merge",
                     rec.incident_id,
                     f"{rec.incident_id}:auto-merge",
@@ -161,7 +164,7 @@ class IncidentService:
         return find_duplicate(new, olds, radius_m=MERGE_RADIUS_M, window=MERGE_WINDOW)
 
     # --- commands -------------------------------------------------------------------------
-    async def handle(self, cmd: CaseCommand) -> Result:
+    async def handle(self, cmd: Command) -> Result:
         result = Result()
         if cmd.action not in ACTIONS:
             result.refused = f"unknown action {cmd.action!r}"
@@ -242,7 +245,7 @@ class IncidentService:
         await self._apply_statuses(result.statuses)
         return result
 
-    async def _context(self, conn: asyncpg.Connection, case: Case, cmd: CaseCommand) -> Context:
+    async def _context(self, conn: asyncpg.Connection, case: Case, cmd: Command) -> Context:
         plan = self._plans.plan_for(case.category, case.severity)
         if self._live is None or cmd.action not in _NEEDS_CANDIDATES:
             return Context(plan)
@@ -286,7 +289,7 @@ class IncidentService:
         return {r["responder_id"] for r in rows}
 
     async def _taken(self, conn: asyncpg.Connection, outcome: Outcome) -> set[str]:
-        from dispatcher.case import OfferTask
+        from dispatcher.core.case import OfferTask
 
         ids = [e.info.task.responder_id for e in outcome.effects if isinstance(e, OfferTask)]
         return await self._busy(conn, ids)
@@ -304,7 +307,7 @@ class IncidentService:
             return 0
         return await sync_statuses(self._pool, self._live)
 
-    async def refuse_for_good(self, cmd: CaseCommand, reason: str) -> None:
+    async def refuse_for_good(self, cmd: Command, reason: str) -> None:
         """A command that failed for no transient reason, again and again (it was dead-lettered):
         its outbox row is closed (no more re-sends), and it is audited as failed. Idempotent."""
         # what failed may be what cannot be stored (a NUL): the record keeps a storable copy
@@ -314,7 +317,7 @@ class IncidentService:
             await self._audit(conn, cmd, "failed", storable(reason))
 
     async def _audit(
-        self, conn: asyncpg.Connection, cmd: CaseCommand, outcome: str, detail: str | None
+        self, conn: asyncpg.Connection, cmd: Command, outcome: str, detail: str | None
     ) -> None:
         await conn.execute(
             """INSERT INTO audit_log (command_id, incident_id, action, actor, at, outcome, detail, data,
@@ -338,12 +341,12 @@ class IncidentService:
         `after`: the incident's version before the command, when known, so that a busy incident
         (a camera that keeps alarming merges hundreds of reports into one) is not read whole for
         each command: that made every merge cost O(timeline) and the city benchmark O(n²)."""
-        row = await store.incident_row(conn, incident_id)
+        row = await incidents.incident_row(conn, incident_id)
         if row is None:
             return []
-        view = await casestore.full_view(conn, row)
-        events = await store.events_of(conn, incident_id, after, command_id)
-        return [{**store.event_view(e), "incident": view} for e in events]
+        view = await incidents.full_view(conn, row)
+        events = await incidents.events_of(conn, incident_id, after, command_id)
+        return [state_change(views.event_view(e), view) for e in events]
 
 
 def storable(value: Any) -> Any:

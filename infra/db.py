@@ -1,4 +1,5 @@
-"""Database bootstrap: create the database if missing and apply versioned migrations in order.
+"""The database: the one way every process opens its pool, and the bootstrap (create the
+database if missing, apply versioned migrations in order).
 
 Each file `infra/migrations/NNNN_name.sql` runs once, in its own transaction, and is recorded
 in `schema_migrations` with a checksum; an applied file that has since changed is an error
@@ -14,9 +15,35 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import orjson
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+CONNECT_TIMEOUT_S = 5.0
+COMMAND_TIMEOUT_S = 30.0
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """jsonb columns travel as Python objects."""
+    await conn.set_type_codec(
+        "jsonb", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
+    )
+
+
+async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=init_connection,
+        # A server that is restarting must fail a connection or a query fast (it is retried),
+        # never hold a consumer for asyncpg's default 60 s connect wait or forever on a query.
+        timeout=CONNECT_TIMEOUT_S,
+        command_timeout=COMMAND_TIMEOUT_S,
+    )
+    assert pool is not None
+    return pool
 
 
 @dataclass(frozen=True, slots=True)

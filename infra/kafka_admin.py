@@ -7,8 +7,8 @@ import asyncio
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from contracts import topics
 from infra.settings import Settings
-from streams import topics
 
 
 async def create_topics(settings: Settings, names: tuple[str, ...] = topics.PIPELINE_TOPICS) -> list[str]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
 
-from streams.timewindow import TimeWindow
+from contracts.timewindow import TimeWindow
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -202,7 +202,7 @@ class Settings:
 
     @property
     def time_window(self) -> TimeWindow:
-        """The plausible window for sources' own times (streams.timewindow)."""
+        """The plausible window for sources' own times (contracts.timewindow)."""
         try:
             return TimeWindow(
                 timedelta(seconds=self.intake_max_future_s), timedelta(seconds=self.intake_max_age_s)

@@ -20,12 +20,12 @@ from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
 from faust.transport.drivers.aiokafka import Transport as AIOKafkaDriverTransport
 from faust.types import TP
 
+from contracts import topics
+from contracts.validation import BadRecord
+from infra.deadletters import send_dead_letter
 from infra.faults import TRANSIENT
 from infra.settings import Settings
-from streams import topics
-from streams.deadletter import dead_letter
 from streams.logwatch import OffsetWatch, beyond_log_end
-from streams.normalise import BadRecord
 from streams.service import Letter, StreamService
 
 log = logging.getLogger(__name__)
@@ -124,23 +124,13 @@ async def attempt(stage: str, call: Callable[[], Awaitable[T]]) -> T | Failed:
             await asyncio.sleep(delay)
 
 
-async def send_dead_letter(
-    stage: str,
-    message: Any,
-    reason: str,
-    deadletters: Any,
-    value: bytes | None = None,
-    stuck: str | None = None,
-) -> None:
-    """`value`: what to show when only a part of the record is refused (one fix of a batch)."""
-    shown = message.value if value is None else value
-    letter = dead_letter(
-        stage, reason, message.topic, message.key, shown, message.partition, message.offset, stuck
-    )
-    log.warning(
-        "%s: dead-lettered %s[%s]@%s: %s", stage, message.topic, message.partition, message.offset, reason
-    )
-    await deadletters.send(key=message.key, value=letter.model_dump_json().encode())
+def _through(deadletters: Any) -> Callable[[bytes | None, bytes], Awaitable[Any]]:
+    """A Faust topic's `send` as the dead-letter sender's transport."""
+
+    async def send(key: bytes | None, letter: bytes) -> Any:
+        return await deadletters.send(key=key, value=letter)
+
+    return send
 
 
 Refuse = Callable[[str, bytes | None, str, str], Awaitable[str | None]]
@@ -160,7 +150,7 @@ async def process(
     result = await attempt(stage, lambda: handler(message.key, message.value))
     if isinstance(result, Failed):
         stuck = None if refuse is None else await refuse(message.topic, message.key, stage, result.reason)
-        await send_dead_letter(stage, message, result.reason, deadletters, stuck=stuck)
+        await send_dead_letter(_through(deadletters), stage, message, result.reason, stuck=stuck)
         return None
     return result
 
@@ -178,7 +168,8 @@ async def process_batch(
     if isinstance(result, Failed):
         result = [Letter(i, result.reason) for i in range(len(events))]
     for letter in result:
-        await send_dead_letter(stage, events[letter.index].message, letter.reason, deadletters, letter.value)
+        message = events[letter.index].message
+        await send_dead_letter(_through(deadletters), stage, message, letter.reason, value=letter.value)
 
 
 def build_app(settings: Settings, service: StreamService | None = None) -> CentreApp:
@@ -266,7 +257,7 @@ def build_app(settings: Settings, service: StreamService | None = None) -> Centr
     @app.agent(positions, name="positions")
     async def track_positions(stream: Any) -> None:
         """Keep each responder's live position current in Redis: thousands of fixes a second,
-        most of them in batch records (streams.fixes), applied a batch of records at a time
+        most of them in batch records (infra.fixes), applied a batch of records at a time
         (one Redis round trip each) rather than one call per fix."""
         await started()
         async for events in stream.take_events(POSITION_BATCH, POSITION_BATCH_WITHIN_S):

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from dispatcher.geo import haversine_m
-from dispatcher.responder import AVAILABLE, KINDS, eta_seconds
-from streams.livestate import LiveState, Nearby
-from streams.records import EnrichedIncident, IncidentRecord, Recommended
+from contracts.geo import haversine_m
+from contracts.incidents import EnrichedIncident, IncidentRecord, Recommended
+from contracts.kinds import AVAILABLE, KINDS, eta_seconds
+from infra.livestate import LiveState, Nearby
 
 _ROSTER_FIELDS = ("name", "org", "grid_id", "kind", "on_duty", "status", "lon", "lat")
 

@@ -12,30 +12,26 @@ from datetime import datetime
 import orjson
 from pydantic import ValidationError
 
-from dispatcher.category import (
+from contracts.categories import (
     APP_RESPONSE_LIMIT,
     CAMERA_RESPONSE_LIMIT,
     CATEGORIES,
     HOTLINE_TIME_LIMITS,
     severity_for,
 )
-from dispatcher.geo import GridIndex
-from streams.records import (
+from contracts.geo import GridIndex
+from contracts.incidents import IncidentRecord, Location
+from contracts.reports import (
     SOURCE_ID_FIELD,
     SOURCE_MODELS,
     SOURCE_TIME_FIELD,
     AppReport,
     CameraAlarm,
     HotlineTicket,
-    IncidentRecord,
-    Location,
     RawReport,
 )
-from streams.timewindow import HARD
-
-
-class BadRecord(ValueError):
-    """A record that can never be processed: it goes to the dead-letter topic with this reason."""
+from contracts.timewindow import HARD
+from contracts.validation import BadRecord, describe_validation_error
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,15 +40,6 @@ class CameraInfo:
     name: str
     lon: float
     lat: float
-
-
-def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
-    """'field: reason; field: reason' — the same wording intake answers with."""
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(record)"
-        parts.append(f"{prefix}{loc}: {err['msg']}")
-    return "; ".join(parts)
 
 
 def incident_id_for(tracking_no: str) -> str:

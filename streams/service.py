@@ -2,7 +2,7 @@
 
 Agents decode nothing and decide nothing; they hand each record (key and value) to a method
 here and send what it returns. Permanent problems raise `BadRecord` (the agent dead-letters the
-record with its reason, see `streams.deadletter`); anything else is retried by the agent.
+record with its reason, see `contracts.validation`); anything else is retried by the agent.
 """
 
 from __future__ import annotations
@@ -16,23 +16,21 @@ import asyncpg
 import orjson
 import redis.asyncio as aioredis
 
-from dispatcher.geo import Grid, GridIndex
-from dispatcher.store import COMMAND_TIMEOUT_S, CONNECT_TIMEOUT_S, refuse_report_of
+from contracts.deadletters import dead_letter
+from contracts.geo import Grid, GridIndex
+from contracts.incidents import EnrichedIncident, IncidentRecord
+from contracts.positions import PositionFix
+from contracts.registry import ResponderUpsert
+from contracts.reports import CameraAlarm, RawReport
+from contracts.validation import BadRecord, check_key, decode_object, validated
+from infra import livestate
+from infra.db import COMMAND_TIMEOUT_S, CONNECT_TIMEOUT_S
+from infra.fixes import checked_fix, fix_value, read_fixes
+from infra.livestate import LiveState
+from infra.refusals import refuse_report_of
 from infra.settings import Settings
-from streams import livestate
-from streams.deadletter import check_key, dead_letter, decode_object, validated
 from streams.enrich import Enricher
-from streams.fixes import checked_fix, fix_value, read_fixes
-from streams.livestate import LiveState
-from streams.normalise import BadRecord, CameraInfo, normalise, parse_payload
-from streams.records import (
-    CameraAlarm,
-    EnrichedIncident,
-    IncidentRecord,
-    PositionFix,
-    RawReport,
-    ResponderUpsert,
-)
+from streams.normalise import CameraInfo, normalise, parse_payload
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +146,7 @@ class StreamService:
     # --- positions.raw / responders.changes -> Redis ------------------------------------------
     async def apply_positions(self, records: list[tuple[bytes | None, bytes | None]]) -> list[Letter]:
         """The fixes of a batch of records (a record holds one fix or many, see
-        `streams.fixes`) in one Redis round trip. Returns what to dead-letter: a record that is
+        `infra.fixes`) in one Redis round trip. Returns what to dead-letter: a record that is
         unusable as a whole, or one bad fix of a batch (the rest applied). A fix older than
         what live state holds changes nothing. A store failure raises, and the whole batch is
         tried again (applying a fix twice changes nothing)."""

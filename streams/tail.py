@@ -27,10 +27,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from console.masking import masked_tree
-from dispatcher.category import CATEGORIES
+from contracts import topics as T
+from contracts.categories import CATEGORIES
+from contracts.masking import masked_tree
 from infra.settings import Settings
-from streams import topics as T
 
 BEIJING = timezone(timedelta(hours=8))
 SOURCES = ("camera", "hotline", "app")

@@ -17,11 +17,10 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from dispatcher.store import create_pool
-from infra.broker import start_tansu
-from infra.db import drop_database, ensure_database, migrate
+from devtools.broker import start_tansu
+from devtools.stack import free_port
+from infra.db import create_pool, drop_database, ensure_database, migrate
 from infra.settings import Settings
-from infra.stack import free_port
 
 STATE = Path(__file__).resolve().parent.parent / ".state" / "test"
 

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from streams.deadletter import MAX_RECORD_BYTES
+from contracts.validation import MAX_RECORD_BYTES
 
 
 @dataclass(frozen=True)

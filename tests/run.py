@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
+from devtools.stack import ensure_postgres, ensure_redis
 from infra.settings import Settings
-from infra.stack import ensure_postgres, ensure_redis
 
 
 def main() -> int:

@@ -1,5 +1,5 @@
 """Times for test reports: a report's own time must lie within the intake's plausible window of
-its arrival (streams.timewindow), so tests date their reports from the clock, not the calendar."""
+its arrival (contracts.timewindow), so tests date their reports from the clock, not the calendar."""
 
 from __future__ import annotations
 

@@ -8,9 +8,9 @@ from dataclasses import replace
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from infra.kafka import make_producer, start_producer
 from infra.kafka_admin import create_topics
 from infra.settings import Settings
-from streams.kafka import make_producer, start_producer
 
 
 @pytest.fixture

@@ -34,16 +34,17 @@ from console.auth import ApiKeys, Sessions
 from console.http import ConsoleServices, create_http_app
 from console.intake import IntakeService
 from console.registry import RegistryService
-from dispatcher.plan import load_plans
+from contracts import topics
+from contracts.incidents import EnrichedIncident
+from contracts.reports import SOURCE_TIME_FIELD
+from devtools.seed import DEMO_API_KEYS, api_key_hash
+from dispatcher.core.plan import load_plans
 from dispatcher.service import IncidentService
-from dispatcher.store import create_pool
+from infra.db import create_pool
+from infra.kafka import make_producer, start_producer
 from infra.kafka_admin import create_topics
-from infra.seed import DEMO_API_KEYS, api_key_hash
+from infra.livestate import LiveState
 from infra.settings import Settings
-from streams import topics
-from streams.kafka import make_producer, start_producer
-from streams.livestate import LiveState
-from streams.records import SOURCE_TIME_FIELD, EnrichedIncident
 from streams.service import StreamService
 
 CAMERA = "PROP-CAM-0001"

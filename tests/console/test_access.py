@@ -35,12 +35,12 @@ from console.permissions import KEY_PERMISSIONS, USER_PERMISSIONS, Perm, key_all
 from console.registry import RegistryService
 from console.serving import http_config
 from console.throttle import Backoff, LoginPolicy
-from dispatcher.store import init_connection
-from dispatcher.task import MAX_PHOTOS
-from infra.seed import DEMO_API_KEYS, api_key_hash
+from devtools.seed import DEMO_API_KEYS, api_key_hash
+from devtools.stack import free_port
+from dispatcher.core.task import MAX_PHOTOS
+from infra.db import init_connection
+from infra.livestate import LiveState
 from infra.settings import Settings
-from infra.stack import free_port
-from streams.livestate import LiveState
 
 PASSWORD = "access-test-2026"
 PHONE, NAME, REPORTER = "13912345678", "王先生", "resident-7788"

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from console.board import Board, Delta
-from dispatcher.lifecycle import STATE_LABELS, IncidentState
+from contracts.states import INCIDENT_STATE_LABELS, IncidentState
 
 S = IncidentState
 
@@ -26,7 +26,7 @@ def view(
     return {
         "incident_id": incident_id,
         "status": status.value,
-        "status_label": STATE_LABELS[status],
+        "status_label": INCIDENT_STATE_LABELS[status],
         "version": version,
         "source": "hotline",
         "category": "cooking_fumes",

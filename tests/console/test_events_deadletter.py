@@ -13,16 +13,17 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from console.board import Board
-from console.events import DeadLetters, check_event
+from console.events import DeadLetters
 from console.main import follow_events, start_events_consumer
+from contracts import topics
+from contracts.events import check_event
+from contracts.validation import BadRecord
 from infra.settings import Settings
-from streams import topics
-from streams.normalise import BadRecord
 from tests.hostile import collect, malformed
 
 
 def view(incident_id: str, version: int) -> dict[str, Any]:
-    """An incident as the dispatcher shows it (dispatcher.store.incident_view)."""
+    """An incident as the dispatcher shows it (dispatcher.adapters.views.incident_view)."""
     return {
         "incident_id": incident_id,
         "status": "new",

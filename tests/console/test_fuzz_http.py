@@ -43,14 +43,14 @@ from console.http import PHOTO_TYPES, ConsoleServices, create_http_app
 from console.intake import IntakeService
 from console.passwords import hash_password
 from console.registry import RegistryService
-from dispatcher.store import create_pool
+from contracts import topics
+from devtools.seed import DEMO_API_KEYS, api_key_hash
+from devtools.stack import free_port
+from infra.db import create_pool
+from infra.kafka import make_producer, start_producer
 from infra.kafka_admin import create_topics
-from infra.seed import DEMO_API_KEYS, api_key_hash
+from infra.livestate import LiveState
 from infra.settings import Settings
-from infra.stack import free_port
-from streams import topics
-from streams.kafka import make_producer, start_producer
-from streams.livestate import LiveState
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "50"))
 VERBOSE = bool(os.environ.get("FUZZ_VERBOSE"))  # print the statuses seen per operation

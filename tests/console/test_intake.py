@@ -13,12 +13,13 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from console.intake import IntakeService, InvalidField, NotDurable, UnknownReference
-from dispatcher import store
+from contracts import topics
+from contracts.positions import PositionBatch
+from contracts.reports import AppReport, CameraAlarm
+from contracts.timewindow import TimeWindow
+from infra import refusals
 from infra.kafka_admin import create_topics
 from infra.settings import Settings
-from streams import topics
-from streams.records import AppReport, CameraAlarm, PositionBatch
-from streams.timewindow import TimeWindow
 from tests.times import recent
 
 
@@ -355,7 +356,7 @@ async def test_a_report_refused_for_good_is_not_published_again_and_says_so(
             WHERE tracking_no = $1""",
         accepted.tracking_no,
     )
-    assert await store.refuse_report(pool, accepted.tracking_no, "normalise", "payload.x: bad")
+    assert await refusals.refuse_report(pool, accepted.tracking_no, "normalise", "payload.x: bad")
     await intake.reconcile(redeliver_after_s=1, max_attempts=8)
     assert await sends(pool, accepted.tracking_no) == 1  # the first publish only
     row = await pool.fetchrow(
@@ -366,14 +367,6 @@ async def test_a_report_refused_for_good_is_not_published_again_and_says_so(
     await pool.execute(
         "UPDATE reports SET incident_id = 'INC-x' WHERE tracking_no = $1", accepted.tracking_no
     )
-    assert not await store.refuse_report(pool, accepted.tracking_no, "enrich", "late letter")
+    assert not await refusals.refuse_report(pool, accepted.tracking_no, "enrich", "late letter")
 
 
-def test_the_report_a_refused_record_carries_is_named_by_its_key() -> None:
-    assert store.tracking_no_of(topics.REPORTS_RAW, b"A20261205-1") == "A20261205-1"
-    assert store.tracking_no_of(topics.INCIDENTS_ENRICHED, b"INC-A20261205-1") == "A20261205-1"
-    assert store.tracking_no_of(topics.INCIDENTS_LOCATED, b"INC-A1") == "A1"
-    assert store.tracking_no_of(topics.INCIDENTS_LOCATED, b"A1") is None
-    assert store.tracking_no_of(topics.INCIDENTS_COMMANDS, b"INC-A1") is None
-    assert store.tracking_no_of(topics.REPORTS_RAW, None) is None
-    assert store.tracking_no_of(topics.REPORTS_RAW, b"\xff") is None

@@ -20,7 +20,7 @@ from console.live import (
     Client,
     LiveLimits,
 )
-from dispatcher.task import MAX_NOTE_CHARS, MAX_PHOTOS
+from dispatcher.core.task import MAX_NOTE_CHARS, MAX_PHOTOS
 from tests.console.live_harness import ORIGIN, Peer, expect_delta, live_centre
 
 

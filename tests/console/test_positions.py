@@ -38,10 +38,10 @@ from console.positions import (
     start_positions_consumer,
 )
 from console.registry import RegistryService
-from infra.seed import DEMO_API_KEYS, api_key_hash
+from contracts import topics
+from devtools.seed import DEMO_API_KEYS, api_key_hash
+from infra.livestate import LiveState
 from infra.settings import Settings
-from streams import topics
-from streams.livestate import LiveState
 from tests.console.live_harness import Peer, expect_delta, live_centre
 
 T0 = datetime(2026, 11, 22, 1, 30, tzinfo=UTC)

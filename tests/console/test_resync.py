@@ -9,7 +9,7 @@ import asyncpg
 
 from console.board import Board
 from console.resync import resync_once
-from dispatcher.plan import load_plans
+from dispatcher.core.plan import load_plans
 from dispatcher.service import IncidentService
 from tests.dispatcher.test_service import enriched
 

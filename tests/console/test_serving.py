@@ -20,9 +20,9 @@ import uvicorn
 
 from console.auth import Sessions
 from console.serving import http_config
-from dispatcher.store import init_connection
+from devtools.stack import free_port
+from infra.db import init_connection
 from infra.settings import Settings
-from infra.stack import free_port
 from tests.console.test_access import make_app
 
 HEADER_TIMEOUT_S = 1.0

@@ -15,11 +15,11 @@ from aiokafka.structs import TopicPartition
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dispatcher import outbox
+from contracts import topics
 from dispatcher.main import Dispatcher, into_lanes
+from infra import outbox
 from infra.kafka_admin import create_topics
 from infra.settings import Settings
-from streams import topics
 from tests.hostile import collect
 
 

@@ -12,13 +12,12 @@ import asyncpg
 import orjson
 import pytest
 
-from dispatcher import casestore, store
-from dispatcher.case import CaseCommand
-from dispatcher.commands import command_json, parse_command
-from dispatcher.lifecycle import Action, Command, transition
-from dispatcher.plan import load_plans
+from contracts.commands import Command, command_json, parse_command
+from contracts.incidents import EnrichedIncident
+from dispatcher.adapters import casestore, store
+from dispatcher.core.lifecycle import Action, transition
+from dispatcher.core.plan import load_plans
 from dispatcher.service import SYSTEM_ACTOR, IncidentService
-from streams.records import EnrichedIncident
 
 
 def enriched(tracking_no: str) -> EnrichedIncident:
@@ -118,7 +117,7 @@ async def test_a_replayed_command_has_one_effect_and_every_command_is_audited(po
     rec = enriched(f"A-{uuid.uuid4().hex[:8]}")
     await service.file(rec)
     at = datetime.now(UTC)
-    cancel = CaseCommand(
+    cancel = Command(
         "cancel",
         rec.incident_id,
         f"operator:duty:c-{uuid.uuid4().hex[:6]}",
@@ -133,7 +132,7 @@ async def test_a_replayed_command_has_one_effect_and_every_command_is_audited(po
     assert await snapshot(pool, rec.incident_id) == before
     assert [m["event_id"] for m in replay.messages] == [m["event_id"] for m in first.messages]
 
-    again = CaseCommand(
+    again = Command(
         "cancel",
         rec.incident_id,
         f"operator:duty:c-{uuid.uuid4().hex[:6]}",
@@ -156,7 +155,7 @@ async def test_a_replayed_command_has_one_effect_and_every_command_is_audited(po
 
 
 async def test_after_a_restart_live_statuses_follow_the_active_tasks(pool: asyncpg.Pool, redis: Any) -> None:
-    from streams.livestate import LiveState
+    from infra.livestate import LiveState
 
     live = LiveState(redis)
     tag = uuid.uuid4().hex[:6]
@@ -215,7 +214,7 @@ async def test_a_commands_audit_row_keeps_its_senders_address(pool: asyncpg.Pool
     """The console puts the sender's address on each command; the audit row records it (it used
     to say null for every command sent over the WebSocket)."""
 
-    cmd = CaseCommand(
+    cmd = Command(
         "note",
         "INC-nobody",
         f"operator:duty:{uuid.uuid4().hex[:8]}",

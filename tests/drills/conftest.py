@@ -19,11 +19,11 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from dispatcher.store import create_pool
+from devtools.seed import seed_all
+from devtools.stack import Supervisor, isolated_settings
+from infra.db import create_pool
 from infra.kafka_admin import create_topics
-from infra.seed import seed_all
 from infra.settings import Settings
-from infra.stack import Supervisor, isolated_settings
 from tests.drills.harness import ACCEPT_TIMEOUT_S, OperatorConsole, login
 from tests.drills.servers import PrivateBroker, PrivatePostgres, PrivateRedis
 

@@ -26,8 +26,8 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from dispatcher.lifecycle import OPEN_STATES
-from infra.seed import DEMO_API_KEYS
+from contracts.states import OPEN_STATES
+from devtools.seed import DEMO_API_KEYS
 from infra.settings import Settings
 from tests.times import recent
 

@@ -14,8 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from infra.broker import port_open, start_tansu
-from infra.stack import free_port
+from devtools.broker import port_open, start_tansu
+from devtools.stack import free_port
 
 PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), Path("/usr/bin"))
 

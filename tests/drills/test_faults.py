@@ -18,9 +18,9 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from devtools.seed import DEMO_RESPONDER_PASSWORD
 from infra.faults import TRANSIENT
 from infra.kafka_admin import create_topics
-from infra.seed import DEMO_RESPONDER_PASSWORD
 from tests.drills.conftest import SUMMARY, Centre
 from tests.drills.harness import (
     Findings,

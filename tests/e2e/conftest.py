@@ -21,13 +21,12 @@ import redis.asyncio as aioredis
 from playwright.async_api import Browser, async_playwright
 from websockets.asyncio.client import ClientConnection, connect
 
-from dispatcher.store import create_pool
-from infra.city import generate_city
-from infra.db import drop_database
+from devtools.city import generate_city
+from devtools.seed import DEMO_API_KEYS, seed_all
+from devtools.stack import Supervisor, isolated_settings
+from infra.db import create_pool, drop_database
 from infra.kafka_admin import create_topics
-from infra.seed import DEMO_API_KEYS, seed_all
 from infra.settings import Settings
-from infra.stack import Supervisor, isolated_settings
 from tests.conftest import tansu
 from tests.times import recent
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Dialog, Page
 
-from infra.seed import DEMO_USERS
+from devtools.seed import DEMO_USERS
 from infra.settings import Settings
 from tests.e2e.conftest import KEYS, hotline_ticket, incident_id
 

@@ -17,7 +17,7 @@ import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from infra.seed import DEMO_RESPONDER_PASSWORD
+from devtools.seed import DEMO_RESPONDER_PASSWORD
 from infra.settings import Settings
 from tests.e2e.conftest import (
     KEYS,

@@ -27,13 +27,14 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
 from console.main import RECONCILE_EVERY_S
-from dispatcher import casestore, store
-from dispatcher.geo import GridIndex
+from contracts import topics
+from contracts.geo import GridIndex
+from contracts.incidents import EnrichedIncident, IncidentRecord
+from contracts.reports import RawReport
+from dispatcher.readmodel import incidents
+from infra.livestate import LiveState
 from infra.settings import Settings
-from streams import topics
-from streams.livestate import LiveState
 from streams.normalise import normalise
-from streams.records import EnrichedIncident, IncidentRecord, RawReport
 from streams.service import load_grid_index
 from tests.e2e.conftest import KEYS, Console, app_report
 from tests.hostile import Bad, collect, malformed
@@ -135,7 +136,7 @@ async def test_malformed_records_on_every_topic_are_dead_lettered_and_the_next_i
     enriched_value = orjson.loads(enriched.model_dump_json())
 
     async def is_filed() -> bool:
-        return await store.incident_row(stack_pg, enriched.incident_id) is not None
+        return await incidents.incident_row(stack_pg, enriched.incident_id) is not None
 
     cases.append(
         Case(
@@ -224,9 +225,9 @@ async def test_malformed_records_on_every_topic_are_dead_lettered_and_the_next_i
         # incidents.events (console): once the enriched incident is filed, a copy of its state at a
         # version far ahead is the valid event; the console must show it after the bad ones.
         await wait_for(is_filed, "the enriched incident to be filed")
-        row = await store.incident_row(stack_pg, enriched.incident_id)
+        row = await incidents.incident_row(stack_pg, enriched.incident_id)
         assert row is not None
-        view = await casestore.full_view(stack_pg, row)
+        view = await incidents.full_view(stack_pg, row)
         event = {
             "event_id": f"{marker}-evt#1",
             "incident_id": enriched.incident_id,

@@ -14,11 +14,11 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from dispatcher.geo import haversine_m
-from dispatcher.responder import KINDS
+from contracts import topics
+from contracts.geo import haversine_m
+from contracts.kinds import KINDS
+from infra.livestate import LiveState
 from infra.settings import Settings
-from streams import topics
-from streams.livestate import LiveState
 from tests.e2e.conftest import KEYS, Console, app_report, camera_alarm, hotline_ticket, incident_id
 from tests.times import recent
 

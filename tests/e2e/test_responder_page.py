@@ -11,9 +11,9 @@ import pytest
 import redis.asyncio as aioredis
 from playwright.async_api import Browser, Page
 
-from infra.seed import DEMO_RESPONDER_PASSWORD
+from devtools.seed import DEMO_RESPONDER_PASSWORD
+from infra.livestate import LiveState
 from infra.settings import Settings
-from streams.livestate import LiveState
 from tests.e2e.conftest import KEYS, Console, hotline_ticket, incident_id
 from tests.e2e.test_closed_loop import Phone, wait_for
 from tests.e2e.test_console_page import SCREENSHOTS

@@ -12,8 +12,8 @@ import asyncpg
 import orjson
 import pytest
 
+from devtools.simulator import SimConfig, Simulator
 from infra.settings import Settings
-from infra.simulator import SimConfig, Simulator
 from tests.e2e.conftest import Console
 
 pytestmark = [pytest.mark.e2e, pytest.mark.random_places]

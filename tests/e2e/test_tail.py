@@ -12,8 +12,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from contracts import topics
 from infra.settings import Settings
-from streams import topics
 from tests.e2e.conftest import KEYS, Console, app_report, incident_id
 
 pytestmark = pytest.mark.e2e

@@ -15,11 +15,12 @@ import redis.asyncio as aioredis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dispatcher.geo import GridIndex
+from contracts.deadletters import MAX_LETTER_VALUE, cut_utf8, dead_letter
+from contracts.geo import GridIndex
+from contracts.reports import RawReport
+from contracts.validation import BadRecord, check_key, decode_object
 from infra.settings import Settings
-from streams.deadletter import MAX_LETTER_VALUE, check_key, cut_utf8, dead_letter, decode_object
-from streams.normalise import BadRecord, normalise
-from streams.records import RawReport
+from streams.normalise import normalise
 from streams.service import StreamService
 from tests.hostile import malformed
 

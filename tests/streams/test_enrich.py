@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from dispatcher.geo import haversine_m
-from dispatcher.responder import KINDS, eta_seconds
-from streams import topics
+from contracts import topics
+from contracts.geo import haversine_m
+from contracts.incidents import IncidentRecord, Location
+from contracts.kinds import KINDS, eta_seconds
+from infra.livestate import LiveState, Nearby
 from streams.enrich import Enricher, own_worker, rank
-from streams.livestate import LiveState, Nearby
-from streams.records import IncidentRecord, Location
 
 Row = list[str | None]
 

@@ -9,18 +9,12 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from dispatcher.category import CAMERA_RESPONSE_LIMIT
-from dispatcher.geo import Grid, GridIndex
-from streams.normalise import (
-    BadRecord,
-    CameraInfo,
-    decode_raw,
-    incident_id_for,
-    locate,
-    normalise,
-    parse_payload,
-)
-from streams.records import IncidentRecord, RawReport
+from contracts.categories import CAMERA_RESPONSE_LIMIT
+from contracts.geo import Grid, GridIndex
+from contracts.incidents import IncidentRecord
+from contracts.reports import RawReport
+from contracts.validation import BadRecord
+from streams.normalise import CameraInfo, decode_raw, incident_id_for, locate, normalise, parse_payload
 
 
 def square(x0: float, y0: float, x1: float, y1: float) -> dict[str, object]:

@@ -22,9 +22,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from contracts import topics as T
 from infra.kafka_admin import create_topics
 from infra.settings import Settings
-from streams import topics as T
 from streams.tail import (
     BrokerUnreachableError,
     Filters,

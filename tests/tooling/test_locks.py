@@ -56,7 +56,7 @@ def _assert_satisfies(lock: Path, reqs: list[Requirement]) -> None:
         name = canonicalize_name(req.name)
         assert name in pins, f"{lock.name} lacks {req.name} (pyproject.toml asks for it): ./centre lock"
         assert req.specifier.contains(pins[name], prereleases=True), (
-            f"{lock.name} pins {req.name}=={pins[name]} outside pyproject.toml's {req.specifier}: ./centre lock"
+            f"{lock.name}: {req.name}=={pins[name]} is outside {req.specifier} (pyproject.toml)"
         )
 
 
