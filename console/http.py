@@ -52,7 +52,7 @@ from contracts.masking import (
 from contracts.positions import PositionBatch
 from contracts.registry import CameraUpsert, ResponderUpsert
 from contracts.reports import AppReport, CameraAlarm, HotlineTicket
-from contracts.states import INCIDENT_STATE_LABELS, OPEN_STATES, IncidentState
+from contracts.states import ACTIVE_TASK_STATES, INCIDENT_STATE_LABELS, OPEN_STATES, IncidentState, TaskState
 from contracts.timewindow import representable
 from dispatcher.core.plan import PlanBook, load_plans
 from dispatcher.core.task import MAX_PHOTOS
@@ -88,7 +88,7 @@ PUBLIC_BURST_S, ACCOUNT_BURST_S = 30.0, 10.0
 # Task states in which a responder "holds" a task: they may read its incident and its photos.
 # A rates some stage refused for good: the public status says it waits for a person.
 STUCK_LABEL: Final = "受理异常，待工作人员人工核查"
-HELD_TASK_STATES = frozenset({"offered", "accepted", "en_route", "on_scene", "done"})
+HELD_TASK_STATES = ACTIVE_TASK_STATES | {TaskState.DONE}
 
 
 class HttpError(Exception):

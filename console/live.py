@@ -39,6 +39,7 @@ from console.permissions import USER_PERMISSIONS, Perm
 from console.ratelimit import TokenBucket
 from contracts.commands import Command, command_json
 from contracts.positions import PositionFix
+from contracts.states import ACTIVE_TASK_STATES
 from contracts.validation import describe_validation_error
 from dispatcher.core.case import MAX_INCIDENT_NOTE_CHARS
 from dispatcher.core.lifecycle import IllegalTransition
@@ -480,7 +481,7 @@ class LiveHub:
             for incident in self.board.open_incidents()
             for t in incident.get("tasks", [])
             if t["responder_id"] == responder_id
-            and t["state"] in ("offered", "accepted", "en_route", "on_scene")
+            and t["state"] in ACTIVE_TASK_STATES
         ]
         return orjson.dumps({"type": "tasks", "tasks": tasks})
 

@@ -87,3 +87,13 @@ TASK_STATE_LABELS: Final = {
 
 
 TASK_KIND_LABELS: Final = {TaskKind.RESPONSE: "处置任务", TaskKind.VERIFICATION: "核查任务"}
+
+
+
+# `state IN ACTIVE_TASKS_SQL`, in the enum's order: a literal list, so that a query's predicate
+# matches the partial unique index tasks_one_active_per_responder's (a parameter could not).
+ACTIVE_TASKS_SQL: Final = "(" + ", ".join(f"'{s.value}'" for s in TaskState if s in ACTIVE_TASK_STATES) + ")"
+# `status NOT IN CLOSED_INCIDENTS_SQL`: the open incidents, as the partial place index holds them.
+CLOSED_INCIDENTS_SQL: Final = (
+    "(" + ", ".join(f"'{s.value}'" for s in IncidentState if s not in OPEN_STATES) + ")"
+)

@@ -59,6 +59,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from contracts.categories import CAMERA_ALARM_TYPES, CATEGORIES
 from contracts.kinds import SPEED_M_PER_S
+from contracts.states import ACTIVE_TASK_STATES
 from devtools.city import MAX_LAT, MAX_LON, MIN_LAT, MIN_LON, PLACES, SURNAMES, generate_city
 from devtools.seed import DEMO_API_KEYS, DEMO_RESPONDER_PASSWORD, DEMO_USERS
 from infra.settings import Settings
@@ -69,7 +70,6 @@ BEIJING: Final = timezone(timedelta(hours=8))
 EARTH_M_PER_DEG: Final = 111_320.0
 BBOX: Final = (MIN_LON, MIN_LAT, MAX_LON, MAX_LAT)
 MARGIN_DEG: Final = 0.002  # keep generated points this far inside the street's edge
-ACTIVE_TASK_STATES: Final = frozenset({"offered", "accepted", "en_route", "on_scene"})
 GONE_STATES: Final = frozenset({"closed", "cancelled", "merged"})
 MAX_TRAVEL_S: Final = 600.0  # a travelling responder arrives after this long whatever happens
 

@@ -19,7 +19,7 @@ import asyncpg
 from contracts.commands import Command
 from contracts.events import state_change
 from contracts.incidents import EnrichedIncident
-from dispatcher.adapters import casestore, store
+from dispatcher.adapters import audit, casestore, store
 from dispatcher.adapters.livekeeper import sync_statuses
 from dispatcher.core.case import (
     ACTIONS,
@@ -27,6 +27,7 @@ from dispatcher.core.case import (
     Context,
     Effect,
     Forward,
+    OfferTask,
     Outcome,
     SetResponderStatus,
     decide,
@@ -125,42 +126,14 @@ class IncidentService:
         later one's duplicate check sees the earlier one even when lanes or dispatchers file
         them side by side. One statement; the cells in ascending order, never a wait cycle."""
         cells = merge_cells(rec.location.lon, rec.location.lat, MERGE_RADIUS_M)
-        await conn.execute(
-            """SELECT count(pg_advisory_xact_lock($1, c))
-                 FROM (SELECT c FROM unnest($2::int[]) AS c ORDER BY c) AS ordered""",
-            PLACE_LOCKS,
-            list(cells),
-        )
+        await store.lock_place(conn, PLACE_LOCKS, cells)
 
     async def _duplicate_of(self, conn: asyncpg.Connection, rec: EnrichedIncident) -> Any:
         lon, lat = rec.location.lon, rec.location.lat
-        x0, y0, x1, y1 = bbox_for(lon, lat, MERGE_RADIUS_M)
-        rows = await conn.fetch(  # on incidents_open_place_idx: the open incidents near the place
-            """SELECT incident_id, source, category, lon, lat, occurred_at, status FROM incidents
-                WHERE point(lon, lat) <@ box(point($1, $2), point($3, $4)) AND incident_id <> $5
-                  AND occurred_at BETWEEN $6 AND $7
-                  AND status NOT IN ('closed', 'cancelled', 'merged')""",
-            x0,
-            y0,
-            x1,
-            y1,
-            rec.incident_id,
-            rec.occurred_at - MERGE_WINDOW,
-            rec.occurred_at + MERGE_WINDOW,
-        )
+        box = bbox_for(lon, lat, MERGE_RADIUS_M)
+        since, until = rec.occurred_at - MERGE_WINDOW, rec.occurred_at + MERGE_WINDOW
+        olds = await store.open_sightings_near(conn, box, rec.incident_id, since, until)
         new = Sighting(rec.incident_id, rec.source, rec.category, lon, lat, rec.occurred_at, "new")
-        olds = [
-            Sighting(
-                r["incident_id"],
-                r["source"],
-                r["category"],
-                r["lon"],
-                r["lat"],
-                r["occurred_at"],
-                r["status"],
-            )
-            for r in rows
-        ]
         return find_duplicate(new, olds, radius_m=MERGE_RADIUS_M, window=MERGE_WINDOW)
 
     # --- commands -------------------------------------------------------------------------
@@ -176,16 +149,13 @@ class IncidentService:
                 return result
             case = await casestore.load_case(conn, cmd.incident_id)
             if case is not None and cmd.action == "split":
-                merged_into = await conn.fetchval(
-                    "SELECT merged_into FROM incidents WHERE incident_id = $1", cmd.data.get("from")
-                )
-                if merged_into != cmd.incident_id:
+                if await store.merged_into(conn, cmd.data.get("from")) != cmd.incident_id:
                     detail = f"{cmd.data.get('from')!r} was not merged into {cmd.incident_id}"
-                    await self._audit(conn, cmd, "refused", detail)
+                    await audit.record(conn, cmd, "refused", detail)
                     result.refused = detail
                     return result
             if case is None:
-                await self._audit(conn, cmd, "refused", f"no incident {cmd.incident_id!r}")
+                await audit.record(conn, cmd, "refused", f"no incident {cmd.incident_id!r}")
                 result.refused = f"no incident {cmd.incident_id!r}"
                 return result
             ctx = await self._context(conn, case, cmd)
@@ -198,7 +168,7 @@ class IncidentService:
                 try:
                     outcome = decide(case, cmd, ctx)
                 except IllegalTransition as exc:
-                    await self._audit(conn, cmd, "refused", str(exc))
+                    await audit.record(conn, cmd, "refused", str(exc))
                     result.refused = str(exc)
                     return result
                 try:
@@ -217,27 +187,14 @@ class IncidentService:
                     )
             else:  # even without new offers (the operator named someone busy): refused, audited
                 detail = "the responders named are busy on other incidents; pick others"
-                await self._audit(conn, cmd, "refused", detail)
+                await audit.record(conn, cmd, "refused", detail)
                 result.refused = detail
                 return result
             if cmd.action == "split":
-                # the split-off incident's reports leave this one
-                await conn.execute(
-                    """DELETE FROM incident_reports WHERE incident_id = $1
-                          AND tracking_no IN (SELECT tracking_no FROM reports WHERE incident_id = $2)""",
-                    cmd.incident_id,
-                    cmd.data.get("from"),
-                )
+                await store.detach_reports(conn, cmd.incident_id, cmd.data.get("from"))
             if cmd.action == "absorb":
-                # every report of the merged incident now belongs to this one too
-                await conn.execute(
-                    """INSERT INTO incident_reports (incident_id, tracking_no)
-                       SELECT $1, tracking_no FROM incident_reports WHERE incident_id = $2
-                       ON CONFLICT DO NOTHING""",
-                    cmd.incident_id,
-                    cmd.data.get("from"),
-                )
-            await self._audit(conn, cmd, "applied", None)
+                await store.adopt_reports(conn, cmd.incident_id, cmd.data.get("from"))
+            await audit.record(conn, cmd, "applied", None)
             result.forwards = [e.command for e in later if isinstance(e, Forward)]
             await outbox.enqueue(conn, [outbox.command_message(f) for f in result.forwards])
             result.statuses = [e for e in later if isinstance(e, SetResponderStatus)]
@@ -249,14 +206,10 @@ class IncidentService:
         plan = self._plans.plan_for(case.category, case.severity)
         if self._live is None or cmd.action not in _NEEDS_CANDIDATES:
             return Context(plan)
-        row = await conn.fetchrow(
-            "SELECT lon, lat FROM incidents WHERE incident_id = $1", case.incident.incident_id
-        )
-        assert row is not None
-        candidates, own = await candidates_near(
-            self._live, row["lon"], row["lat"], case.grid_id, self._radius_m, self._per_kind
-        )
-        busy = await self._active_tasks(conn, [c.responder_id for c in candidates + own])
+        lon, lat = await store.place_of(conn, case.incident.incident_id)
+        near = self._radius_m, self._per_kind
+        candidates, own = await candidates_near(self._live, lon, lat, case.grid_id, *near)
+        busy = await casestore.active_tasks_of(conn, [c.responder_id for c in candidates + own])
         here = case.incident.incident_id
         return Context(
             plan,
@@ -264,35 +217,10 @@ class IncidentService:
             [c for c in own if not busy.get(c.responder_id, set()) - {here}],
         )
 
-    async def _active_tasks(self, conn: asyncpg.Connection, ids: list[str]) -> dict[str, set[str]]:
-        """For each responder with an active task in the system of record, the incidents of
-        those tasks (live state may lag a crash); one query for candidates and grid workers."""
-        rows = await conn.fetch(
-            """SELECT responder_id, incident_id FROM tasks WHERE responder_id = ANY($1::text[])
-                AND state IN ('offered', 'accepted', 'en_route', 'on_scene')""",
-            ids,
-        )
-        out: dict[str, set[str]] = {}
-        for r in rows:
-            out.setdefault(r["responder_id"], set()).add(r["incident_id"])
-        return out
-
-    async def _busy(self, conn: asyncpg.Connection, ids: list[str], besides: str = "") -> set[str]:
-        """Responders with an active task (on another incident than `besides`) in the system of
-        record; live state may lag a crash."""
-        rows = await conn.fetch(
-            """SELECT responder_id FROM tasks WHERE responder_id = ANY($1::text[])
-                AND state IN ('offered', 'accepted', 'en_route', 'on_scene') AND incident_id <> $2""",
-            ids,
-            besides,
-        )
-        return {r["responder_id"] for r in rows}
-
     async def _taken(self, conn: asyncpg.Connection, outcome: Outcome) -> set[str]:
-        from dispatcher.core.case import OfferTask
-
+        """Responders this outcome offers a task who hold an active task already (taken meanwhile)."""
         ids = [e.info.task.responder_id for e in outcome.effects if isinstance(e, OfferTask)]
-        return await self._busy(conn, ids)
+        return set(await casestore.active_tasks_of(conn, ids))
 
     async def _apply_statuses(self, statuses: list[SetResponderStatus]) -> None:
         if self._live is None:
@@ -314,25 +242,8 @@ class IncidentService:
         cmd = replace(cmd, reason=storable(cmd.reason), data=storable(cmd.data))
         async with self._pool.acquire() as conn, conn.transaction():
             await outbox.refuse(conn, cmd.command_id, storable(reason))
-            await self._audit(conn, cmd, "failed", storable(reason))
+            await audit.record(conn, cmd, "failed", storable(reason))
 
-    async def _audit(
-        self, conn: asyncpg.Connection, cmd: Command, outcome: str, detail: str | None
-    ) -> None:
-        await conn.execute(
-            """INSERT INTO audit_log (command_id, incident_id, action, actor, at, outcome, detail, data,
-                                      origin)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (command_id) DO NOTHING""",
-            cmd.command_id,
-            cmd.incident_id,
-            cmd.action,
-            cmd.actor,
-            cmd.at,
-            outcome,
-            detail,
-            {"reason": cmd.reason, **cmd.data},
-            cmd.origin,
-        )
 
     async def _messages(
         self, conn: asyncpg.Connection, incident_id: str, command_id: str | None, after: int = 0

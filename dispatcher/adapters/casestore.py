@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 
 from contracts.incidents import EnrichedIncident
-from contracts.states import IncidentState, TaskKind, TaskState
+from contracts.states import ACTIVE_TASKS_SQL, IncidentState, TaskKind, TaskState
 from dispatcher.adapters.store import append_events
 from dispatcher.core.case import (
     CancelTimers,
@@ -250,3 +250,17 @@ async def save_effects(
     return later
 
 
+
+
+async def active_tasks_of(conn: asyncpg.Connection, responder_ids: Sequence[str]) -> dict[str, set[str]]:
+    """For each of these responders with an active task in the system of record, the incidents of
+    those tasks (live state may lag a crash); one query, on the active tasks' partial index."""
+    rows = await conn.fetch(
+        f"""SELECT responder_id, incident_id FROM tasks WHERE responder_id = ANY($1::text[])
+             AND state IN {ACTIVE_TASKS_SQL}""",
+        list(responder_ids),
+    )
+    out: dict[str, set[str]] = {}
+    for r in rows:
+        out.setdefault(r["responder_id"], set()).add(r["incident_id"])
+    return out

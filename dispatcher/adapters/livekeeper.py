@@ -28,6 +28,7 @@ from typing import Final
 import asyncpg
 from redis.asyncio import Redis
 
+from contracts.states import ACTIVE_TASKS_SQL
 from infra.faults import TRANSIENT
 from infra.livestate import LiveState
 
@@ -37,10 +38,9 @@ CHUNK: Final = 2_000  # responders per page (one query, one Redis pipeline)
 _POSITION_FIELDS = ("lon", "lat", "at_ms", "accuracy_m")
 
 # Both predicates are the partial unique index's (tasks_one_active_per_responder): it is used.
-_ACTIVE = """SELECT DISTINCT responder_id FROM tasks
-              WHERE state IN ('offered', 'accepted', 'en_route', 'on_scene')"""
-_ACTIVE_AMONG = """SELECT responder_id FROM tasks WHERE responder_id = ANY($1::text[])
-                    AND state IN ('offered', 'accepted', 'en_route', 'on_scene')"""
+_ACTIVE = f"SELECT DISTINCT responder_id FROM tasks WHERE state IN {ACTIVE_TASKS_SQL}"
+_ACTIVE_AMONG = f"""SELECT responder_id FROM tasks WHERE responder_id = ANY($1::text[])
+                     AND state IN {ACTIVE_TASKS_SQL}"""
 _ROSTER_PAGE = """SELECT responder_id FROM responders WHERE responder_id > $1
                    ORDER BY responder_id LIMIT $2"""
 # The key bound is repeated in the join: without it, each page's merge join walks the positions

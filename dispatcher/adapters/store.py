@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from datetime import datetime
 
 import asyncpg
-import orjson
 
 from contracts.incidents import EnrichedIncident
-from contracts.states import IncidentState
+from contracts.states import CLOSED_INCIDENTS_SQL, IncidentState
 from dispatcher.core.lifecycle import Event, Incident
+from dispatcher.core.merge import Sighting
 
 log = logging.getLogger(__name__)
-
-
-def _loads(value: Any) -> Any:
-    return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 
 async def current(conn: asyncpg.Connection, incident_id: str) -> Incident | None:
@@ -108,3 +104,73 @@ async def append_events(conn: asyncpg.Connection, events: Sequence[Event]) -> No
     )
 
 
+# --- what filing and merging read and lock ------------------------------------------------------
+async def lock_place(conn: asyncpg.Connection, lock_class: int, cells: Sequence[int]) -> None:
+    """Take the transaction-scoped advisory locks of `cells` (of `lock_class`), in ascending order
+    (never a wait cycle), in one statement."""
+    await conn.execute(
+        """SELECT count(pg_advisory_xact_lock($1, c))
+             FROM (SELECT c FROM unnest($2::int[]) AS c ORDER BY c) AS ordered""",
+        lock_class,
+        list(cells),
+    )
+
+
+async def open_sightings_near(
+    conn: asyncpg.Connection,
+    box: tuple[float, float, float, float],
+    besides: str,
+    since: datetime,
+    until: datetime,
+) -> list[Sighting]:
+    """The open incidents inside `box` (x0, y0, x1, y1) that occurred between `since` and `until`,
+    other than `besides` (on incidents_open_place_idx)."""
+    x0, y0, x1, y1 = box
+    rows = await conn.fetch(
+        f"""SELECT incident_id, source, category, lon, lat, occurred_at, status FROM incidents
+             WHERE point(lon, lat) <@ box(point($1, $2), point($3, $4)) AND incident_id <> $5
+               AND occurred_at BETWEEN $6 AND $7 AND status NOT IN {CLOSED_INCIDENTS_SQL}""",
+        x0,
+        y0,
+        x1,
+        y1,
+        besides,
+        since,
+        until,
+    )
+    fields = ("incident_id", "source", "category", "lon", "lat", "occurred_at", "status")
+    return [Sighting(*(r[k] for k in fields)) for r in rows]
+
+
+async def place_of(conn: asyncpg.Connection, incident_id: str) -> tuple[float, float]:
+    row = await conn.fetchrow("SELECT lon, lat FROM incidents WHERE incident_id = $1", incident_id)
+    assert row is not None, incident_id
+    return row["lon"], row["lat"]
+
+
+async def merged_into(conn: asyncpg.Connection, incident_id: object) -> str | None:
+    """Where `incident_id` was merged, if anywhere (None too for no such incident)."""
+    query = "SELECT merged_into FROM incidents WHERE incident_id = $1"
+    into: str | None = await conn.fetchval(query, incident_id)
+    return into
+
+
+async def detach_reports(conn: asyncpg.Connection, incident_id: str, split_off: object) -> None:
+    """A split: the split-off incident's own reports leave `incident_id`."""
+    await conn.execute(
+        """DELETE FROM incident_reports WHERE incident_id = $1
+              AND tracking_no IN (SELECT tracking_no FROM reports WHERE incident_id = $2)""",
+        incident_id,
+        split_off,
+    )
+
+
+async def adopt_reports(conn: asyncpg.Connection, incident_id: str, merged: object) -> None:
+    """An absorbed merge: every report of the merged incident belongs to `incident_id` too."""
+    await conn.execute(
+        """INSERT INTO incident_reports (incident_id, tracking_no)
+           SELECT $1, tracking_no FROM incident_reports WHERE incident_id = $2
+           ON CONFLICT DO NOTHING""",
+        incident_id,
+        merged,
+    )

@@ -7,6 +7,7 @@ from typing import Any
 
 from contracts.geo import haversine_m
 from contracts.kinds import KINDS, eta_seconds
+from contracts.states import ACTIVE_TASK_STATES
 from dispatcher.core.plan import PlanBook
 from dispatcher.core.recommend import Available, recommend
 from infra.livestate import Candidates, LiveState
@@ -94,9 +95,7 @@ async def live_recommendation(
     plan = plans.plan_for(view["category"], int(view["severity"]))
     loc = view.get("location") or {}
     candidates = await available_near(live, loc["lon"], loc["lat"], loc.get("grid_id"), radius_m, per_kind)
-    active = [
-        t for t in view.get("tasks", []) if t["state"] in ("offered", "accepted", "en_route", "on_scene")
-    ]
+    active = [t for t in view.get("tasks", []) if t["state"] in ACTIVE_TASK_STATES]
     already: dict[str, int] = {}
     for t in active:
         if t["kind"] == "response":
