@@ -7,7 +7,7 @@ checks (a responder's own tasks, a photo's incident). The table is docs/security
 Every rejection names the problem: 400 malformed JSON, 401 bad or missing credentials,
 403 a role that may not do this, 404 unknown id, 413 body too large, 422 field and reason,
 429 (with Retry-After) a locked username or throttled address, 503 (with Retry-After) when a
-rates cannot be made durable right now.
+report cannot be made durable right now.
 """
 
 import asyncio
@@ -85,9 +85,9 @@ MAX_PHOTO_BYTES = 5 * 1024 * 1024
 # Bursts allowed by the request limits (PUBLIC_REQUESTS_PER_S, ACCOUNT_REQUESTS_PER_S), in
 # seconds' worth of the rate: a page's first load, a resident refreshing a few times.
 PUBLIC_BURST_S, ACCOUNT_BURST_S = 30.0, 10.0
-# Task states in which a responder "holds" a task: they may read its incident and its photos.
-# A rates some stage refused for good: the public status says it waits for a person.
+# A report some stage refused for good: the public status says it waits for a person.
 STUCK_LABEL: Final = "受理异常，待工作人员人工核查"
+# Task states in which a responder "holds" a task: they may read its incident and its photos.
 HELD_TASK_STATES = ACTIVE_TASK_STATES | {TaskState.DONE}
 
 
@@ -518,14 +518,14 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
             422,
         )
 
-    async def take(source: str, rates: Any) -> JSONResponse:
+    async def take(source: str, report: Any) -> JSONResponse:
         try:
-            accepted = await svc.intake.accept(source, rates)
+            accepted = await svc.intake.accept(source, report)
         except InvalidField as exc:
             return unprocessable(exc)
         except NotDurable as exc:
             raise HttpError(
-                503, "unavailable", f"rates not accepted, retry: {exc}", {"Retry-After": "5"}
+                503, "unavailable", f"report not accepted, retry: {exc}", {"Retry-After": "5"}
             ) from exc
         status = 202 if accepted.created else 200
         return JSONResponse({"tracking_no": accepted.tracking_no, "status": "received"}, status)
@@ -557,9 +557,9 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         tags=["intake"],
         dependencies=[needs_key(Perm.INTAKE_APP)],
     )
-    async def app_report(rates: AppReport) -> JSONResponse:
-        """A resident's 随手拍 rates."""
-        return await take("app", rates)
+    async def app_report(report: AppReport) -> JSONResponse:
+        """A resident's 随手拍 report."""
+        return await take("app", report)
 
     @app.post(
         "/api/v1/intake/positions",
@@ -955,7 +955,7 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         limit_public(request)
         row = await reads.report_by_tracking_no(svc.pool, tracking_no)
         if row is None:
-            raise HttpError(404, "not_found", f"no rates {tracking_no!r}")
+            raise HttpError(404, "not_found", f"no report {tracking_no!r}")
         timeline: list[dict[str, Any]] = [
             {"at": row["received_at"].isoformat(), "step": "received", "label": "已受理"}
         ]
@@ -1004,7 +1004,7 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         limit_public(request)
         row = await reads.report_by_tracking_no(svc.pool, tracking_no)
         if row is None:
-            raise HttpError(404, "not_found", f"no rates {tracking_no!r}")
+            raise HttpError(404, "not_found", f"no report {tracking_no!r}")
         incident_id = row["incident_id"]
         for _ in range(5):
             incident_row = await reads.incident_row(svc.pool, incident_id) if incident_id else None
@@ -1028,7 +1028,7 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
             Command(
                 action="feedback",
                 incident_id=incident_id,
-                # one feedback per rates per closing: a repeat in the same round changes nothing
+                # one feedback per report per closing: a repeat in the same round changes nothing
                 command_id=f"feedback:{tracking_no}:r{incident_row['round']}",
                 actor=f"resident:{tracking_no}",
                 at=datetime.now(UTC),
@@ -1103,7 +1103,7 @@ def create_http_app(svc: ConsoleServices) -> FastAPI:
         content_type: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
         """A responder's on-site photo (the raw image as the body), for the task they are working
-        on: answers its URL for the task's rates. Only signed-in callers allowed to see that
+        on: answers its URL for the task's report. Only signed-in callers allowed to see that
         incident can fetch it."""
         user = caller.user
         if user is None or not user.responder_id:
