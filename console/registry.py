@@ -1,4 +1,5 @@
-"""Registry writes: responders and cameras. PostgreSQL first, then live state follows.
+"""The registry: responders and cameras written (PostgreSQL first, then live state follows), and
+the street's grids and responders read for the map.
 
 A responder change is published to `responders.changes` so the streams' roster agent brings
 live state (duty, kind, grid) up to date; a camera goes straight into the Redis registry
@@ -8,6 +9,7 @@ cache that locating camera alarms reads.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import asyncpg
 import orjson
@@ -70,3 +72,29 @@ class RegistryService:
         )
         await self._live.put_camera(camera_id, body.name, body.lon, body.lat)
         return bool(created)
+
+    async def grids_geojson(self) -> dict[str, Any]:
+        """The street's grids as a GeoJSON FeatureCollection, with their communities' names."""
+        rows = await self._pool.fetch(
+            """SELECT g.grid_id, g.name, g.community_id, c.name AS community_name, g.polygon
+                 FROM grids g JOIN communities c USING (community_id) ORDER BY g.grid_id"""
+        )
+        return {
+            "type": "FeatureCollection",
+            "features": [
+                {
+                    "type": "Feature",
+                    "geometry": r["polygon"],
+                    "properties": {
+                        "grid_id": r["grid_id"],
+                        "name": r["name"],
+                        "community_id": r["community_id"],
+                        "community_name": r["community_name"],
+                    },
+                }
+                for r in rows
+            ],
+        }
+
+    async def responder_ids(self) -> list[str]:
+        return [r["responder_id"] for r in await self._pool.fetch("SELECT responder_id FROM responders")]

@@ -132,3 +132,8 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None =
         return done
     finally:
         await conn.execute("SELECT pg_advisory_unlock(7261001)")
+
+
+async def ping(pool: asyncpg.Pool) -> None:
+    """Raises unless the database answers (health checks)."""
+    await pool.fetchval("SELECT 1")

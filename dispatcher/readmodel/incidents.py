@@ -7,7 +7,7 @@ dispatcher's own event messages read them here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -140,3 +140,53 @@ async def full_view(conn: asyncpg.Connection | asyncpg.Pool, row: asyncpg.Record
     view["tasks"] = [task_view(t) for t in await task_rows(conn, row["incident_id"])]
     view["clocks"] = await running_clocks(conn, row["incident_id"])
     return view
+
+
+async def rated_since_closed(
+    conn: asyncpg.Connection | asyncpg.Pool, incident_id: str, tracking_no: str
+) -> bool:
+    """Whether this report's resident rated the incident since it was last closed."""
+    given = await conn.fetchval(
+        """SELECT 1 FROM feedback WHERE incident_id = $1 AND tracking_no = $2
+             AND at >= (SELECT max(at) FROM incident_events
+                         WHERE incident_id = $1 AND type = 'incident.close')""",
+        incident_id,
+        tracking_no,
+    )
+    return bool(given)
+
+
+async def incident_rows_held_by(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    responder_id: str,
+    statuses: Sequence[str] | None,
+    held: Iterable[str],
+    limit: int,
+    offset: int,
+) -> list[asyncpg.Record]:
+    """The incidents (of `statuses`, None: any) where the responder holds a task in a `held` state,
+    most severe and oldest first."""
+    return list(
+        await conn.fetch(
+            """SELECT i.* FROM incidents i
+                WHERE ($2::text[] IS NULL OR i.status = ANY($2::text[]))
+                  AND EXISTS (SELECT 1 FROM tasks t WHERE t.incident_id = i.incident_id
+                                 AND t.responder_id = $1 AND t.state = ANY($3::text[]))
+                ORDER BY i.severity, i.occurred_at LIMIT $4 OFFSET $5""",
+            responder_id,
+            statuses,
+            list(held),
+            limit,
+            offset,
+        )
+    )
+
+
+async def held_tasks(
+    conn: asyncpg.Connection | asyncpg.Pool, responder_id: str, incident_id: str, held: Iterable[str]
+) -> list[dict[str, Any]]:
+    """The responder's own tasks on this incident in a `held` state (not declined, expired or
+    withdrawn), as views."""
+    states = set(held)
+    views = (task_view(r) for r in await task_rows(conn, incident_id))
+    return [t for t in views if t["responder_id"] == responder_id and t["state"] in states]
