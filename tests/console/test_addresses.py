@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from console.addresses import client_address, trusted_networks
-from tests.console.live_harness import live_centre
+from tests.console.live.harness import live_centre
 
 LB = trusted_networks("10.200.0.0/16, 192.0.2.1")
 addresses = st.ip_addresses(v=4).map(str)

@@ -42,7 +42,7 @@ from contracts import topics
 from devtools.seed import DEMO_API_KEYS, api_key_hash
 from infra.livestate import LiveState
 from infra.settings import Settings
-from tests.console.live_harness import Peer, expect_delta, live_centre
+from tests.console.live.harness import Peer, expect_delta, live_centre
 
 T0 = datetime(2026, 11, 22, 1, 30, tzinfo=UTC)
 

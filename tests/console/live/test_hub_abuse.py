@@ -21,7 +21,7 @@ from console.live import (
     LiveLimits,
 )
 from dispatcher.core.task import MAX_NOTE_CHARS, MAX_PHOTOS
-from tests.console.live_harness import ORIGIN, Peer, expect_delta, live_centre
+from tests.console.live.harness import ORIGIN, Peer, expect_delta, live_centre
 
 
 async def test_a_page_from_another_origin_is_refused_at_the_handshake(pg: asyncpg.Pool) -> None:
@@ -129,6 +129,9 @@ async def test_task_frames_with_wrong_fields_are_refused(pg: asyncpg.Pool) -> No
         cases: list[tuple[dict[str, Any], str, str]] = [
             ({"task_id": t}, "invalid", "task_action"),
             ({"task_id": t, "task_action": "explode"}, "invalid", "task_action"),
+            # not a string, not even hashable: it used to raise inside the hub and drop the socket
+            ({"task_id": t, "task_action": []}, "invalid", "task_action"),
+            ({"task_id": t, "task_action": {"a": 1}}, "invalid", "task_action"),
             ({"task_id": t, "task_action": "done", "note": 5}, "invalid", "note"),
             # the domain's own limits (the socket used to take 2,000 characters and 10 photos,
             # acknowledge them, and the dispatcher then refused what it had acknowledged)

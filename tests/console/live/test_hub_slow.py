@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from console.board import Board
 from console.live import CLOSE_TOO_SLOW
-from tests.console.live_harness import Centre, Peer, live_centre
+from tests.console.live.harness import Centre, Peer, live_centre
 
 
 class Counter:

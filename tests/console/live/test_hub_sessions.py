@@ -12,7 +12,7 @@ from websockets.exceptions import ConnectionClosed
 
 from console.auth import Sessions
 from console.live import CLOSE_UNAUTHORISED, LiveLimits
-from tests.console.live_harness import expect_delta, live_centre
+from tests.console.live.harness import expect_delta, live_centre
 
 
 def test_the_check_interval_follows_the_session_ttl() -> None:

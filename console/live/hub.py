@@ -1,11 +1,12 @@
-"""Live connections over WebSocket (the `websockets` library): consoles and responders' phones.
+"""The live hub: every WebSocket connection of one console server (the `websockets` library),
+consoles and responders' phones, around the sans-I/O protocol (console.live.protocol).
 
-Protocol (docs/live-protocol.md). Consoles authenticate with their first frame, get a snapshot
-with a sequence number, then every delta numbered after it, and may resume after a reconnect.
-Responders get their own active tasks, then each change to one of their tasks, pushed at once.
-Commands (dispatch, accept, ...) carry an id; the server checks who may send them, puts them on
-the incident's command partition and acks; the dispatcher's refusal, if any, comes back as an
-error frame with the same id, and the effect as deltas.
+Consoles authenticate with their first frame, get a snapshot with a sequence number, then every
+delta numbered after it, and may resume after a reconnect. Responders get their own active tasks,
+then each change to one of their tasks, pushed at once. Commands (dispatch, accept, ...) carry an
+id; the protocol checks who may send them and what they hold, the hub puts them on the incident's
+command partition and acks; the dispatcher's refusal, if any, comes back as an error frame with
+the same id, and the effect as deltas.
 
 Hostile or broken clients are contained per connection: the handshake checks the Origin, every
 frame is size-checked, rate-limited and validated, every command is checked against the user's
@@ -20,14 +21,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any
 
-import orjson
-from pydantic import ValidationError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
@@ -35,227 +33,47 @@ from websockets.frames import CloseCode
 from console.addresses import Networks, client_address
 from console.auth import Sessions, User
 from console.board import Board, Delta
-from console.permissions import USER_PERMISSIONS, Perm
-from console.ratelimit import TokenBucket
+from console.live.client import Client
+from console.live.protocol import (
+    CLOSE_FORBIDDEN,
+    CLOSE_POLICY,
+    CLOSE_SUPERSEDED,
+    CLOSE_TOO_SLOW,
+    CLOSE_UNAUTHORISED,
+    COMMAND_ROLES,
+    OPERATOR_COMMANDS,
+    PENDING_LIMIT,
+    RESPONDERS,
+    Enqueue,
+    Frame,
+    LiveLimits,
+    Refusal,
+    ack_frame,
+    command_of,
+    echo_id,
+    error_frame,
+    hello,
+    live_access,
+    operator_command,
+    position_fix,
+    read_frame,
+    recommend_for,
+    recommendation_frame,
+    responder_task,
+    resume_since,
+    resumed_frame,
+    task_command,
+    task_frame,
+    tasks_frame,
+)
 from contracts.commands import Command, command_json
-from contracts.positions import PositionFix
 from contracts.states import ACTIVE_TASK_STATES
-from contracts.validation import describe_validation_error
-from dispatcher.core.case import MAX_INCIDENT_NOTE_CHARS
-from dispatcher.core.lifecycle import IllegalTransition
-from dispatcher.core.task import check_note, check_photos
-from infra.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MAX_FRAME = 64 * 1024  # a larger command frame is answered `too_large`
-MAX_MESSAGE = 2 * MAX_FRAME  # a larger one is not even read: the library closes with 1009
-AUTH_TIMEOUT_S = 10.0
-QUEUE_LIMIT = 2_000  # a connection this many frames behind is cut off rather than slowing others
-PENDING_LIMIT = 10_000  # commands awaiting the dispatcher's answer, all clients together
-
-CLOSE_POLICY = int(CloseCode.POLICY_VIOLATION)  # 1008: flooding after being told to slow down
-CLOSE_TOO_BIG = int(CloseCode.MESSAGE_TOO_BIG)  # 1009: sent by the library itself
-CLOSE_UNAUTHORISED = 4401  # no, a bad or an ended session: log in again
-CLOSE_FORBIDDEN = 4403  # a valid session whose role has no live access
-CLOSE_TOO_SLOW = 4408  # the client did not read its frames in time: reconnect and resume
-CLOSE_SUPERSEDED = 4409  # the same user opened more connections than allowed: the oldest goes
-
 SendCommand = Callable[[dict[str, Any]], Awaitable[None]]
 Recommender = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
-
-
-# --- who may do what ------------------------------------------------------------------------
-def _roles_with(perm: Perm) -> frozenset[str]:
-    return frozenset(role for role, perms in USER_PERMISSIONS.items() if perm in perms)
-
-
-# From the one permission table (console/permissions.py): roles that watch the board (masked
-# incidents), roles that may change a case, and responders, who see only their own tasks. A
-# viewer and the system administrator watch and may ask for a recommendation (read-only).
-CONSOLE_ROLES: Final = _roles_with(Perm.BOARD_READ)
-COMMANDERS_AND_OPERATORS: Final = _roles_with(Perm.DISPATCH)
-RESPONDERS: Final = _roles_with(Perm.OWN_TASKS_READ)
-EVERYONE: Final = CONSOLE_ROLES | RESPONDERS
-OPERATOR_COMMANDS: Final = frozenset(
-    {"dispatch", "remove", "resolve", "verify", "cancel", "merge", "split", "note"}
-)
-TASK_ACTIONS: Final = frozenset({"accept", "decline", "en_route", "on_scene", "done"})
-
-# Every command type the hub accepts and the roles that may send it. The hub routes only what
-# is listed here (a handler without a rule cannot exist: see LiveHub.__init__), and
-# tests/console/test_live_access.py sends every type as every role.
-COMMAND_ROLES: Final[Mapping[str, frozenset[str]]] = {
-    "ping": EVERYONE,
-    "snapshot": CONSOLE_ROLES,
-    "resume": CONSOLE_ROLES,
-    "recommend": CONSOLE_ROLES,
-    **dict.fromkeys(sorted(OPERATOR_COMMANDS), COMMANDERS_AND_OPERATORS),
-    "task": RESPONDERS,
-    "position": RESPONDERS,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class LiveLimits:
-    """Every bound on one connection (docs/live-protocol.md, "Limits")."""
-
-    max_frame: int = MAX_FRAME
-    max_message: int = MAX_MESSAGE
-    auth_timeout_s: float = AUTH_TIMEOUT_S
-    queue_frames: int = QUEUE_LIMIT
-    queue_bytes: int = 16 * 1024 * 1024  # frames are shared between clients: this over-counts
-    positions_backlog: int = 32  # a console with this many frames queued skips positions frames
-    write_limit: int = 64 * 1024  # the library's own buffer before `send` waits for the peer
-    send_timeout_s: float = 20.0  # one frame not taken by the peer in this long: cut off
-    close_timeout_s: float = 5.0  # closing handshake; then the TCP connection is aborted
-    rate_per_s: float = 20.0  # commands a second, sustained
-    rate_burst: int = 40  # commands at once
-    strikes: int = 40  # frames refused for the rate (decaying one a second) before 1008
-    pending_per_client: int = 100  # commands awaiting the dispatcher's answer
-    pending_ttl_s: float = 120.0  # after which the server forgets to route the answer
-    session_check_s: float = 30.0  # how often every socket's session is looked at
-    connections_per_user: int = 6  # one user's sockets at once; a newer one closes the oldest
-    snapshot_every_s: float = 2.0  # a client's own snapshot or resume at most this often
-    ping_interval_s: float = 20.0
-    ping_timeout_s: float = 20.0
-
-    @classmethod
-    def for_session_ttl(cls, ttl_s: float, **overrides: Any) -> LiveLimits:
-        """Sessions are checked a few times per idle lifetime, never less often than every 30 s."""
-        return replace(cls(session_check_s=max(0.2, min(30.0, ttl_s / 3))), **overrides)
-
-
-def allowed_origins(settings: Settings) -> list[str] | None:
-    """Origins whose pages may open the socket (None: any). Default: the console's own pages."""
-    raw = settings.ws_allowed_origins.strip()
-    if raw == "*":
-        return None
-    if raw:
-        return [o.strip().rstrip("/") for o in raw.split(",") if o.strip()]
-    hosts = {settings.http_host, "127.0.0.1", "localhost"} - {"", "0.0.0.0", "::"}
-    return sorted(f"http://{h}:{settings.http_port}" for h in hosts)
-
-
-def error_frame(code: str, message: str, command_id: Any = None) -> bytes:
-    return orjson.dumps({"type": "error", "id": command_id, "code": code, "message": message})
-
-
-def ack_frame(cid: Any, /, **extra: Any) -> bytes:
-    return orjson.dumps({"type": "ack", "id": cid, **extra})
-
-
-def _echo_id(value: Any) -> str | int | None:
-    """The command id to answer with: only a short string or a number is echoed back."""
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        return None
-    if isinstance(value, str) and len(value) > 100:
-        return None
-    return value
-
-
-def _show(value: Any) -> str:
-    """A client's value quoted in an error message, cut short."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-class Client:
-    """One socket: its user and token, its outgoing queue (bounded in frames and bytes), its
-    rate-limit bucket and the commands it is waiting on."""
-
-    def __init__(
-        self, ws: ServerConnection, user: User, token: str, limits: LiveLimits, origin: str | None = None
-    ) -> None:
-        self.ws = ws
-        self.user = user
-        self.token = token
-        self.origin = origin  # the client's address (console.addresses), for the audit log
-        self._limits = limits
-        self._frames: deque[bytes] = deque()
-        self._ready = asyncio.Event()
-        self.queued_bytes = 0
-        self.closed = False  # being cut off: no more frames in or out
-        self.sender: asyncio.Task[None] | None = None
-        self.pending: set[str] = set()  # command ids awaiting the dispatcher
-        self.last_snapshot = -float("inf")  # when this client last asked for a snapshot
-        self._bucket = TokenBucket(limits.rate_per_s, float(limits.rate_burst))
-        self._strikes = 0.0
-        self._stamp = time.monotonic()
-
-    @property
-    def queued(self) -> int:
-        return len(self._frames)
-
-    def offer(self, frame: bytes) -> bool:
-        """Queue a frame; False if the client is too far behind (nothing was queued)."""
-        if self.closed:
-            return True
-        if self._frames and (
-            len(self._frames) >= self._limits.queue_frames
-            or self.queued_bytes + len(frame) > self._limits.queue_bytes
-        ):
-            return False
-        self._frames.append(frame)
-        self.queued_bytes += len(frame)
-        self._ready.set()
-        return True
-
-    async def next_frame(self) -> bytes:
-        while not self._frames:
-            self._ready.clear()
-            await self._ready.wait()
-        frame = self._frames.popleft()
-        self.queued_bytes -= len(frame)
-        return frame
-
-    def drop_queue(self) -> None:
-        self._frames.clear()
-        self.queued_bytes = 0
-
-    def take_token(self, now: float | None = None) -> bool:
-        """Token bucket (console.ratelimit): True if this frame is within the rate; a refusal
-        counts as a strike, and strikes fade at one a second."""
-        now = time.monotonic() if now is None else now
-        elapsed, self._stamp = max(0.0, now - self._stamp), now
-        self._strikes = max(0.0, self._strikes - elapsed)
-        if self._bucket.take(now):
-            return True
-        self._strikes += 1.0
-        return False
-
-    @property
-    def abusive(self) -> bool:
-        return self._strikes > self._limits.strikes
-
-
-def responder_task(task: dict[str, Any], incident: dict[str, Any]) -> dict[str, Any]:
-    """What a responder's phone shows: the task and the incident, without personal data."""
-    loc = incident.get("location") or {}
-    return {
-        **task,
-        "incident": {
-            "incident_id": incident["incident_id"],
-            "title": incident["title"],
-            "category_label": incident.get("category_label"),
-            "severity": incident["severity"],
-            "description": incident.get("description", ""),
-            "status": incident["status"],
-            "status_label": incident.get("status_label"),
-            "occurred_at": incident.get("occurred_at"),
-            "location": {k: loc.get(k) for k in ("lon", "lat", "address", "grid_name", "community_name")},
-            "camera": incident.get("camera"),
-            "photo_urls": incident.get("photo_urls", []),
-        },
-    }
-
-
-def _command_of(event_id: Any) -> str | None:
-    """The command an event came from: its id is the command id, or the command id + `#n`."""
-    return event_id.split("#", 1)[0] if isinstance(event_id, str) else None
-
-
-Handler = Callable[["Client", dict[str, Any]], Awaitable[None]]
+Handler = Callable[[Client, Frame], Awaitable[None]]
 
 
 class LiveHub:
@@ -332,7 +150,7 @@ class LiveHub:
         if message.get("type") == "command.done":  # applied without a visible change
             self._answered(str(message.get("command_id")))
             return None
-        self._answered(_command_of(message.get("event_id")))
+        self._answered(command_of(message.get("event_id")))
         delta = self.board.apply(message)
         if delta is None:
             return None
@@ -382,9 +200,7 @@ class LiveHub:
         task = next((t for t in incident.get("tasks", []) if t["task_id"] == data["task_id"]), None)
         if task is None or task.get("responder_id") != data.get("responder_id"):
             return
-        frame = orjson.dumps(
-            {"type": "task", "event": message["type"], "task": responder_task(task, incident)}
-        )
+        frame = task_frame(message["type"], task, incident)
         for phone in list(phones):
             self._push(phone, frame)
 
@@ -431,7 +247,7 @@ class LiveHub:
             "role": user.role,
             "responder_id": user.responder_id,
         }
-        client.offer(ack_frame(_echo_id(hello.get("id")), user=me))
+        client.offer(ack_frame(echo_id(hello.get("id")), user=me))
         self._make_room_for(user)
         self._by_user.setdefault(user.username, []).append(client)
         if user.role in RESPONDERS and user.responder_id:
@@ -483,7 +299,7 @@ class LiveHub:
             if t["responder_id"] == responder_id
             and t["state"] in ACTIVE_TASK_STATES
         ]
-        return orjson.dumps({"type": "tasks", "tasks": tasks})
+        return tasks_frame(tasks)
 
     async def _send_loop(self, client: Client) -> None:
         """The only writer of the socket while it is open; a frame the peer does not take in
@@ -548,23 +364,18 @@ class LiveHub:
         except (TimeoutError, ConnectionClosed):
             await self._refuse(ws, None, CLOSE_UNAUTHORISED, "authenticate first")
             return None
-        if len(raw) > self.limits.max_frame:
-            frame = error_frame("too_large", f"frame larger than {self.limits.max_frame} bytes")
-            await self._refuse(ws, frame, CLOSE_UNAUTHORISED, "authenticate first")
+        first = hello(raw, self.limits)
+        if isinstance(first, Refusal):
+            await self._refuse(ws, first.frame, CLOSE_UNAUTHORISED, "authenticate first")
             return None
-        msg = _decode(raw)
-        cid = _echo_id(msg.get("id")) if msg else None
-        if msg is None or msg.get("type") != "auth":
-            frame = error_frame("unauthorised", 'first frame must be {"type": "auth", "token": ...}', cid)
-            await self._refuse(ws, frame, CLOSE_UNAUTHORISED, "authenticate first")
-            return None
-        token = msg.get("token")
-        user = await self._sessions.user(token) if isinstance(token, str) else None
-        if user is None or not isinstance(token, str):
+        token, msg = first
+        cid = echo_id(msg.get("id"))
+        user = await self._sessions.user(token) if token is not None else None
+        if user is None or token is None:
             frame = error_frame("unauthorised", "invalid or expired session token", cid)
             await self._refuse(ws, frame, CLOSE_UNAUTHORISED, "invalid token")
             return None
-        if not (user.role in CONSOLE_ROLES or (user.role in RESPONDERS and user.responder_id)):
+        if not live_access(user.role, user.responder_id):
             log.warning("%s has no live access", user.actor)
             frame = error_frame("forbidden", f"the role {user.role!r} has no live access", cid)
             await self._refuse(ws, frame, CLOSE_FORBIDDEN, "no live access")
@@ -587,10 +398,7 @@ class LiveHub:
         if resume_from is not None:
             missed = self.board.since(resume_from)
             if missed is not None:
-                return [
-                    orjson.dumps({"type": "resumed", "from": resume_from, "seq": self.board.seq}),
-                    *(d.frame for d in missed),
-                ]
+                return [resumed_frame(resume_from, self.board.seq), *(d.frame for d in missed)]
             return [self.board.snapshot(resync=True)]
         return [self.board.snapshot()]
 
@@ -646,30 +454,12 @@ class LiveHub:
                     ),
                 )
             return
-        if len(raw) > self.limits.max_frame:
-            self._push(client, error_frame("too_large", f"frame larger than {self.limits.max_frame} bytes"))
+        frame = read_frame(raw, client.user.role, self.limits)
+        if isinstance(frame, Refusal):
+            self._push(client, frame.frame)
             return
-        msg = _decode(raw)
-        if msg is None:
-            self._push(client, error_frame("malformed", "frame is not a JSON object"))
-            return
-        cid = _echo_id(msg.get("id"))
-        nul = _nul_at(msg)
-        if nul is not None:  # PostgreSQL cannot store it: refused here, not failed later
-            self._push(client, error_frame("invalid", f"{nul}: must not contain the NUL character", cid))
-            return
-        kind = msg.get("type")
-        if kind == "auth":
-            self._push(client, error_frame("out_of_order", "already authenticated on this connection", cid))
-            return
-        roles = COMMAND_ROLES.get(kind) if isinstance(kind, str) else None
-        if roles is None:
-            self._push(client, error_frame("unknown_command", f"unknown command type {_show(kind)}", cid))
-            return
-        if client.user.role not in roles:
-            self._push(client, error_frame("forbidden", f"a {client.user.role} cannot {kind}", cid))
-            return
-        if kind != "ping":  # a command is activity: it keeps the session alive, if it still is
+        cid = frame.cid
+        if frame.kind != "ping":  # a command is activity: it keeps the session alive, if it still is
             try:
                 alive = await self._sessions.user(client.token)
             except Exception as exc:
@@ -679,155 +469,76 @@ class LiveHub:
             if alive is None:
                 self._session_ended(client, cid)
                 return
-        await self._handlers[str(kind)](client, msg)
+        await self._handlers[frame.kind](client, frame)
 
-    async def _ping(self, client: Client, msg: dict[str, Any]) -> None:
-        self._push(client, ack_frame(_echo_id(msg.get("id")), seq=self.board.seq))
+    async def _ping(self, client: Client, frame: Frame) -> None:
+        self._push(client, ack_frame(frame.cid, seq=self.board.seq))
 
-    async def _snapshot(self, client: Client, msg: dict[str, Any]) -> None:
-        if not self._snapshot_allowed(client, _echo_id(msg.get("id"))):
+    async def _snapshot(self, client: Client, frame: Frame) -> None:
+        if not self._snapshot_allowed(client, frame.cid):
             return
-        self._push(client, ack_frame(_echo_id(msg.get("id"))))
+        self._push(client, ack_frame(frame.cid))
         self._push(client, self.board.snapshot())
 
-    async def _resume(self, client: Client, msg: dict[str, Any]) -> None:
-        cid = _echo_id(msg.get("id"))
-        since = msg.get("since")
-        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
-            self._push(client, error_frame("invalid", "since: a sequence number (integer >= 0)", cid))
+    async def _resume(self, client: Client, frame: Frame) -> None:
+        since = resume_since(frame)
+        if isinstance(since, Refusal):
+            self._push(client, since.frame)
             return
-        if not self._snapshot_allowed(client, cid):
+        if not self._snapshot_allowed(client, frame.cid):
             return
-        self._push(client, ack_frame(cid))
-        for frame in self._start_frames(since):
-            self._push(client, frame)
+        self._push(client, ack_frame(frame.cid))
+        for start in self._start_frames(since):
+            self._push(client, start)
 
-    async def _operator_command(self, client: Client, msg: dict[str, Any]) -> None:
-        cid = _echo_id(msg.get("id"))
-        incident_id = msg.get("incident_id")
-        if not isinstance(incident_id, str) or not incident_id:
-            self._push(client, error_frame("invalid", "incident_id: missing", cid))
-            return
-        if self.board.incident(incident_id) is None:
-            self._push(client, error_frame("invalid", f"incident_id: {_show(incident_id)} is not open", cid))
-            return
-        data: dict[str, Any] = {}
-        fields: tuple[tuple[str, type[Any], int], ...] = (
-            ("responders", list, 50),
-            ("responder_id", str, 100),
-            ("passed", bool, 0),
-            ("into", str, 100),
-            ("from", str, 100),
-            ("text", str, MAX_INCIDENT_NOTE_CHARS),
-        )
-        for name, kind, size in fields:
-            if name not in msg:
-                continue
-            value = msg[name]
-            if not isinstance(value, kind) or (size and len(value) > size):
-                self._push(client, error_frame("invalid", f"{name}: wrong type or too long", cid))
-                return
-            if name == "responders" and not all(isinstance(r, str) and 0 < len(r) <= 100 for r in value):
-                self._push(client, error_frame("invalid", "responders: a list of responder ids", cid))
-                return
-            data[name] = value
-        await self._enqueue(client, msg, incident_id, msg["type"], data)
+    async def _operator_command(self, client: Client, frame: Frame) -> None:
+        await self._enqueue(client, operator_command(frame, self.board))
 
-    async def _recommend(self, client: Client, msg: dict[str, Any]) -> None:
+    async def _task_command(self, client: Client, frame: Frame) -> None:
+        await self._enqueue(client, task_command(frame, client.user.responder_id, self.board))
+
+    async def _recommend(self, client: Client, frame: Frame) -> None:
         """The plan filled from live state now: it follows positions and statuses (read-only)."""
-        cid = _echo_id(msg.get("id"))
-        incident_id = msg.get("incident_id")
-        view = self.board.incident(incident_id) if isinstance(incident_id, str) else None
-        if view is None:
-            self._push(client, error_frame("invalid", "incident_id: not an open incident", cid))
+        view = recommend_for(frame, self.board)
+        if isinstance(view, Refusal):
+            self._push(client, view.frame)
             return
         if self._recommender is None:
-            self._push(client, error_frame("unavailable", "recommendations are not served here", cid))
+            self._push(client, error_frame("unavailable", "recommendations are not served here", frame.cid))
             return
         try:
             rec = await self._recommender(view)
         except Exception as exc:
             log.warning("recommendation for %s failed: %r", view["incident_id"], exc)
-            self._push(client, error_frame("unavailable", "live state unavailable, retry", cid))
+            self._push(client, error_frame("unavailable", "live state unavailable, retry", frame.cid))
             return
-        self._push(
-            client,
-            orjson.dumps({"type": "recommendation", "id": cid, "incident_id": view["incident_id"], **rec}),
-        )
+        self._push(client, recommendation_frame(frame.cid, view["incident_id"], rec))
 
-    async def _task_command(self, client: Client, msg: dict[str, Any]) -> None:
-        cid = _echo_id(msg.get("id"))
-        rid = client.user.responder_id
-        action = msg.get("task_action")
-        if action not in TASK_ACTIONS:
-            self._push(
-                client, error_frame("invalid", f"task_action: one of {', '.join(sorted(TASK_ACTIONS))}", cid)
-            )
-            return
-        task_id = msg.get("task_id")
-        owner = self.board.task_owner(task_id) if isinstance(task_id, str) else None
-        if owner is None or owner[1] != rid:
-            self._push(
-                client, error_frame("forbidden", f"task {_show(task_id)} is not one of your open tasks", cid)
-            )
-            return
-        data: dict[str, Any] = {"task_id": task_id, "task_action": action}
-        note, photos, passed = msg.get("note"), msg.get("photo_urls"), msg.get("passed")
-        try:  # the domain's own rules: what is acknowledged here, the dispatcher takes
-            if note is not None:
-                check_note(note)
-            if photos is not None:
-                check_photos(photos)
-        except IllegalTransition as exc:
-            self._push(client, error_frame("invalid", str(exc), cid))
-            return
-        if passed is not None and not isinstance(passed, bool):
-            self._push(client, error_frame("invalid", "passed: true or false", cid))
-            return
-        for name, value in (("note", note), ("photo_urls", photos), ("passed", passed)):
-            if name in msg:
-                data[name] = value
-        await self._enqueue(client, msg, owner[0], "task", data)
-
-    async def _position(self, client: Client, msg: dict[str, Any]) -> None:
+    async def _position(self, client: Client, frame: Frame) -> None:
         """A responder's phone shares where it is (geolocation, or typed in by hand)."""
-        cid = _echo_id(msg.get("id"))
         rid = client.user.responder_id
         if self._send_position is None or not rid:
-            self._push(client, error_frame("unavailable", "positions are not accepted here", cid))
+            self._push(client, error_frame("unavailable", "positions are not accepted here", frame.cid))
             return
-        try:
-            fix = PositionFix.model_validate(
-                {
-                    "responder_id": rid,
-                    "lon": msg.get("lon"),
-                    "lat": msg.get("lat"),
-                    "at": datetime.now(UTC),
-                    "accuracy_m": msg.get("accuracy_m"),
-                }
-            )
-        except ValidationError as exc:
-            self._push(client, error_frame("invalid", describe_validation_error(exc), cid))
+        fix = position_fix(frame, rid, datetime.now(UTC))
+        if isinstance(fix, Refusal):
+            self._push(client, fix.frame)
             return
         try:
             await self._send_position(fix.model_dump(mode="json"))
         except Exception as exc:
             log.warning("could not queue a position for %s: %r", rid, exc)
-            self._push(client, error_frame("unavailable", "position not accepted, retry", cid))
+            self._push(client, error_frame("unavailable", "position not accepted, retry", frame.cid))
             return
-        self._push(client, ack_frame(cid))
+        self._push(client, ack_frame(frame.cid))
 
-    async def _enqueue(
-        self, client: Client, msg: dict[str, Any], incident_id: str, action: str, data: dict[str, Any]
-    ) -> None:
-        cid = msg.get("id")
-        if not isinstance(cid, str | int) or isinstance(cid, bool) or len(str(cid)) > 100:
-            self._push(client, error_frame("invalid", "id: each command needs a string or number id", None))
+    async def _enqueue(self, client: Client, request: Enqueue | Refusal) -> None:
+        """Queue a validated command for the dispatcher and wait for its answer (routed back to
+        this client as an error frame if it is refused)."""
+        if isinstance(request, Refusal):
+            self._push(client, request.frame)
             return
-        reason = msg.get("reason")
-        if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
-            self._push(client, error_frame("invalid", "reason: a string of at most 500 characters", cid))
-            return
+        cid = request.cid
         if self._send_command is None:
             self._push(client, error_frame("unavailable", "commands are not accepted here", cid))
             return
@@ -844,6 +555,7 @@ class LiveHub:
             return
         command_id = f"{client.user.actor}:{cid}"  # a client's retry of the same id has one effect
         actor, now, origin = client.user.actor, datetime.now(UTC), client.origin
+        action, incident_id, reason, data = request.action, request.incident_id, request.reason, request.data
         command = command_json(Command(action, incident_id, command_id, actor, now, reason, data, origin))
         try:
             await self._send_command(command)
@@ -858,34 +570,6 @@ class LiveHub:
         client.pending.add(command_id)
         self._expire_pending()
         self._push(client, ack_frame(cid, queued=True, command_id=command_id))
-
-
-def _nul_at(value: Any, where: str = "") -> str | None:
-    """The path of the first string (or key) in a frame that holds U+0000, or None."""
-    if isinstance(value, str):
-        return (where or "frame") if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            path = f"{where}.{key}" if where else str(key)
-            if "\x00" in str(key):
-                return path.replace("\x00", "\\u0000")
-            found = _nul_at(item, path)
-            if found is not None:
-                return found
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            found = _nul_at(item, f"{where}.{i}" if where else str(i))
-            if found is not None:
-                return found
-    return None
-
-
-def _decode(raw: str | bytes) -> dict[str, Any] | None:
-    try:
-        msg = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    return msg if isinstance(msg, dict) else None
 
 
 def serve_live(hub: LiveHub, host: str, port: int, origins: Iterable[str] | None) -> Server:

@@ -10,7 +10,7 @@ import asyncpg
 import orjson
 
 from console.live import CLOSE_FORBIDDEN, COMMAND_ROLES
-from tests.console.live_harness import Centre, Peer, live_centre, task
+from tests.console.live.harness import Centre, Peer, live_centre, task
 
 CONSOLES = ("operator", "commander", "viewer", "admin")
 DISPATCHERS = {"operator", "commander"}
@@ -65,7 +65,7 @@ def test_every_command_type_has_a_rule_here() -> None:
 
 
 async def test_every_command_as_every_role(pg: asyncpg.Pool) -> None:
-    async with live_centre(pg, snapshot_every_s=0) as centre:  # who may, not how often (test_live_abuse)
+    async with live_centre(pg, snapshot_every_s=0) as centre:  # who may, not how often (test_hub_abuse)
         peers = {person: await centre.open(person) for person in sorted(EVERYONE)}
         for kind in sorted(COMMAND_ROLES):
             for person, peer in peers.items():
