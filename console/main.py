@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -35,12 +34,11 @@ from contracts import topics
 from dispatcher.core.plan import load_plans
 from dispatcher.readmodel import incidents
 from dispatcher.readmodel.forces import live_recommendation
-from infra import eventloop, livestate, outbox
-from infra.db import create_pool, ensure_database, migrate
+from infra import outbox, wiring
 from infra.faults import BROKER_UNAVAILABLE, TRANSIENT
-from infra.kafka import RestartedLogCheck, make_producer, start_at_end, start_producer, stop_on_signals
-from infra.livestate import LiveState
+from infra.kafka import RestartedLogCheck, start_at_end, stop_on_signals
 from infra.settings import Settings
+from infra.wiring import open_database, open_live_state, open_producer
 
 log = logging.getLogger("console")
 RECONCILE_EVERY_S = 2.0
@@ -99,13 +97,9 @@ async def reconcile(intake: IntakeService, settings: Settings, stopping: asyncio
 async def amain(settings: Settings) -> None:
     stopping = asyncio.Event()
     stop_on_signals(stopping.set)
-    await ensure_database(settings.database_url)
-    pool = await create_pool(settings.database_url)
-    async with pool.acquire() as conn:
-        await migrate(conn)
-    redis = livestate.connect(settings.redis_url)
-    producer = make_producer(settings)
-    await start_producer(producer)
+    pool = await open_database(settings)
+    redis, live = open_live_state(settings)
+    producer = await open_producer(settings)
     consumer = await start_events_consumer(settings)
     sessions = Sessions(pool, settings.session_ttl_s)
     board = Board()
@@ -125,8 +119,7 @@ async def amain(settings: Settings) -> None:
         except (*BROKER_UNAVAILABLE, TimeoutError) as exc:
             log.warning("%s kept in the outbox, the broker is away: %r", message.message_id, exc)
 
-    plans = load_plans(Path(settings.plans_path) if settings.plans_path else None)
-    live = LiveState(redis)
+    plans = load_plans(settings.plans_path or None)
 
     async def recommender(view: dict[str, Any]) -> dict[str, Any]:
         return await live_recommendation(live, plans, view, settings.nearest_radius_m)
@@ -198,8 +191,7 @@ async def amain(settings: Settings) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    eventloop.run(amain(Settings.from_env()))
+    wiring.run(amain)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ from contracts.states import ACTIVE_TASK_STATES
 from devtools.city import MAX_LAT, MAX_LON, MIN_LAT, MIN_LON, PLACES, SURNAMES, generate_city
 from devtools.seed import DEMO_API_KEYS, DEMO_RESPONDER_PASSWORD, DEMO_USERS
 from infra.settings import Settings
+from infra.wiring import setup_logging
 
 log = logging.getLogger("simulator")
 
@@ -1032,7 +1033,7 @@ async def amain(settings: Settings, config: SimConfig) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = Settings.from_env()
     config = SimConfig.from_env(settings)

@@ -21,7 +21,6 @@ import zlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -37,20 +36,17 @@ from contracts.validation import BadRecord, check_key, decode_object, describe_v
 from dispatcher.adapters.livekeeper import LiveKeeper
 from dispatcher.core.plan import load_plans
 from dispatcher.service import IncidentService, Result
-from infra import eventloop, livestate, outbox, refusals
-from infra.db import create_pool, ensure_database, migrate
+from infra import outbox, refusals, wiring
 from infra.deadletters import send_dead_letter
 from infra.faults import BROKER_UNAVAILABLE, DATABASE_UNAVAILABLE, TRANSIENT
 from infra.kafka import (
     delivered,
     make_consumer,
-    make_producer,
     rewind_restarted_logs,
-    start_producer,
     stop_on_signals,
 )
-from infra.livestate import LiveState
 from infra.settings import Settings
+from infra.wiring import open_database, open_live_state, open_producer
 
 log = logging.getLogger("dispatcher")
 TIMER_TICK_S = 0.2
@@ -116,22 +112,13 @@ class Dispatcher:
         self._stopping.set()
 
     async def start(self) -> None:
-        await ensure_database(self.settings.database_url)
         # a connection per lane, and the timers, the relay and the live keeper beside them
-        self._pool = await create_pool(
-            self.settings.database_url, max_size=max(10, self.settings.dispatcher_lanes + 4)
-        )
-        async with self._pool.acquire() as conn:
-            await migrate(conn)
-        self._producer = make_producer(self.settings)
-        await start_producer(self._producer)
-        self._redis = livestate.connect(self.settings.redis_url)
-        self._service = IncidentService(
-            self._pool,
-            load_plans(Path(self.settings.plans_path) if self.settings.plans_path else None),
-            LiveState(self._redis),
-            radius_m=self.settings.nearest_radius_m,
-        )
+        s = self.settings
+        self._pool = await open_database(s, max_size=max(10, s.dispatcher_lanes + 4))
+        self._producer = await open_producer(s)
+        self._redis, live = open_live_state(s)
+        plans = load_plans(s.plans_path or None)
+        self._service = IncidentService(self._pool, plans, live, radius_m=s.nearest_radius_m)
         synced = await self._service.sync_live_statuses()
         log.info("live statuses brought in line with active tasks: %d changed", synced)
         self._consumer = make_consumer(
@@ -410,8 +397,7 @@ async def amain(settings: Settings) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    eventloop.run(amain(Settings.from_env()))
+    wiring.run(amain)
 
 
 if __name__ == "__main__":

@@ -23,12 +23,12 @@ from contracts.positions import PositionFix
 from contracts.registry import ResponderUpsert
 from contracts.reports import CameraAlarm, RawReport
 from contracts.validation import BadRecord, check_key, decode_object, validated
-from infra import livestate
-from infra.db import COMMAND_TIMEOUT_S, CONNECT_TIMEOUT_S
+from infra.db import create_pool
 from infra.fixes import checked_fix, fix_value, read_fixes
 from infra.livestate import LiveState
 from infra.refusals import refuse_report_of
 from infra.settings import Settings
+from infra.wiring import open_live_state
 from streams.enrich import Enricher
 from streams.normalise import CameraInfo, normalise, parse_payload
 
@@ -52,7 +52,7 @@ async def load_grid_index(pool: asyncpg.Pool) -> GridIndex:
     )
     return GridIndex(
         Grid.from_geojson(
-            r["grid_id"], r["name"], r["community_id"], r["community_name"], orjson.loads(r["polygon"])
+            r["grid_id"], r["name"], r["community_id"], r["community_name"], r["polygon"]
         )
         for r in rows
     )
@@ -77,21 +77,13 @@ class StreamService:
                 await self._connect()
 
     async def _connect(self) -> None:
-        pool = await asyncpg.create_pool(
-            self.settings.database_url,
-            min_size=1,
-            max_size=4,
-            timeout=CONNECT_TIMEOUT_S,
-            command_timeout=COMMAND_TIMEOUT_S,
-        )
-        assert pool is not None
+        pool = await create_pool(self.settings.database_url, max_size=4)
         try:
             self._grids = await load_grid_index(pool)
         except BaseException:
             await pool.close()
             raise
-        self._redis = livestate.connect(self.settings.redis_url)
-        self._live = LiveState(self._redis)
+        self._redis, self._live = open_live_state(self.settings)
         self._enricher = Enricher(self._live, self.settings.nearest_per_kind, self.settings.nearest_radius_m)
         self._pool = pool
         log.info("stream service ready: %d grids", len(self._grids))

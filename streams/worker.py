@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 
 from infra.eventloop import use_uvloop
 from infra.settings import Settings
+from infra.wiring import setup_logging
 from streams.app import build_app
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     settings = Settings.from_env()
     if use_uvloop():
         # Before the app exists: Faust's main loop and its consumer thread's loop both come

@@ -397,8 +397,9 @@ def parse_plans(data: object, source: str = "<plans>") -> PlanBook:
     return PlanBook(source, plans, defaults)
 
 
-def load_plans(path: Path | None = None) -> PlanBook:
-    """Read and validate a plans file (the shipped `dispatcher/plans.yaml` by default)."""
+def load_plans(path: str | Path | None = None) -> PlanBook:
+    """Read and validate a plans file (the shipped `dispatcher/plans.yaml` by default: PLANS_PATH
+    unset)."""
     path = DEFAULT_PATH if path is None else Path(path)
     try:
         text = path.read_text(encoding="utf-8")

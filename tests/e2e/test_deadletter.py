@@ -88,11 +88,7 @@ async def test_malformed_records_on_every_topic_are_dead_lettered_and_the_next_i
 ) -> None:
     marker = uid("DL")
     live = LiveState(stack_redis)
-    plain = await asyncpg.connect(stack.database_url)  # jsonb as text, the way the streams read it
-    try:
-        grids = await load_grid_index(plain)
-    finally:
-        await plain.close()
+    grids = await load_grid_index(stack_pg)
     cases: list[Case] = []
 
     # reports.raw (normalise): the valid one becomes an incident on incidents.located.
