@@ -33,7 +33,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from bench.latency import CHANNELS, INTAKE_PATHS, build_report
+from bench.reports import CHANNELS, INTAKE_PATHS, build_report
 from infra import eventloop
 
 POSITION_SAMPLE: Final = 10  # positions of one responder in this many are timed (crc32 of the id)

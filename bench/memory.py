@@ -52,7 +52,8 @@ import redis.asyncio as aioredis
 
 from bench import bulk
 from bench.figures import Figure, format_figures
-from bench.latency import Driver, bench_stack, build_report, say
+from bench.harness import Driver, bench_stack, say
+from bench.reports import build_report
 from contracts import topics
 from devtools.seed import DEMO_API_KEYS, DEMO_USERS
 from devtools.stack import Supervisor

@@ -11,8 +11,9 @@ import os
 
 import pytest
 
-from bench.city import QUICK, Step, format_report, main, meta, resized, run
+from bench.city import QUICK, format_report, main, meta, resized, run
 from bench.figures import Figure
+from bench.throughput import Step
 
 
 @pytest.fixture
