@@ -8,7 +8,7 @@ a photo's incident) are checked by the handlers on top of them.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Final, Literal, get_args
+from typing import Final, Literal
 
 
 class Perm(StrEnum):
@@ -29,9 +29,7 @@ class Perm(StrEnum):
 
 
 # API-key roles (table api_keys) and user roles (table users).
-KEY_ROLES: Final = ("camera", "hotline", "app", "positions", "admin")
 UserRole = Literal["operator", "commander", "viewer", "admin", "responder"]
-USER_ROLES: Final = get_args(UserRole)
 
 _STAFF_READ: Final = {Perm.SESSION, Perm.BOARD_READ, Perm.PHOTO_READ_ANY}
 

@@ -58,6 +58,10 @@ class IncidentRecord(BaseModel):
 
 
 class Recommended(BaseModel):
+    """A responder near an incident, as enrichment and the dispatcher's plans recommend one: who,
+    of what kind and organisation, how far in a straight line, how soon (ETA), and whether it is
+    the grid worker responsible for the incident's grid."""
+
     responder_id: str
     name: str
     kind: str

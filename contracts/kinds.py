@@ -20,7 +20,6 @@ SPEED_M_PER_S: Final[dict[str, float]] = {
 DETOUR_FACTOR: Final = 1.3
 
 AVAILABLE: Final = "available"
-STATUSES: Final = ("available", "busy", "off_duty")
 
 
 def eta_seconds(kind: str, distance_m: float) -> int:

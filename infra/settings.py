@@ -16,11 +16,6 @@ from contracts.timewindow import TimeWindow
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _env(name: str, default: str) -> str:
-    value = os.environ.get(name)
-    return default if value is None or value == "" else value
-
-
 @dataclass(frozen=True)
 class Settings:
     """Runtime configuration. The `doc` metadata is printed by `python -m infra.settings`."""

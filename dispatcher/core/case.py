@@ -35,7 +35,6 @@ from dispatcher.core.clock import (
 from dispatcher.core.clock import status as clock_status
 from dispatcher.core.lifecycle import Action, Event, IllegalTransition, Incident, transition
 from dispatcher.core.plan import Plan
-from dispatcher.core.plan import Step as PlanStep
 from dispatcher.core.recommend import Available, Pick, next_best, recommend
 from dispatcher.core.task import Task, TaskAction, TaskCommand, transition_task
 
@@ -345,7 +344,7 @@ class _Builder:
     ) -> None:
         if self.case.clock(step, task_id) is not None:
             return
-        seconds = limit or timedelta(seconds=plan.limit_s(PlanStep(step)))
+        seconds = limit or timedelta(seconds=plan.limit_s(Step(step)))
         clock = new_clock(
             self.case.incident.incident_id,
             step,
@@ -459,17 +458,7 @@ def _dispatch(b: _Builder, ctx: Context) -> None:
             cand = by_id.get(rid)
             if cand is None:
                 raise IllegalTransition(f"responder {rid} is not available (off duty, busy or not located)")
-            picks.append(
-                Pick(
-                    cand.responder_id,
-                    cand.name,
-                    cand.kind,
-                    cand.org,
-                    cand.distance_m,
-                    cand.eta_s,
-                    ("值班员直接指派",),
-                )
-            )
+            picks.append(cand.pick(("值班员直接指派",)))
     else:
         rec = recommend(ctx.plan, ctx.candidates, exclude=case.tried() | busy, already=_active_by_kind(case))
         picks = list(rec.picks)
@@ -543,9 +532,7 @@ def _offer_verification(b: _Builder, ctx: Context) -> None:
         b.note("incident.verification_unassigned", reason="暂无可核查的网格员", actor=SYSTEM)
         return
     reason = "本网格网格员核查" if own else "本网格网格员不可用，由最近的网格员核查"
-    pick = Pick(
-        choice.responder_id, choice.name, choice.kind, choice.org, choice.distance_m, choice.eta_s, (reason,)
-    )
+    pick = choice.pick((reason,))
     b.offer(pick, TaskKind.VERIFICATION, ctx.plan, actor=SYSTEM)
 
 

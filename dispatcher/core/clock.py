@@ -42,6 +42,8 @@ STEP_LABELS: Final = {
     Step.STATUTORY: "办结",
 }
 STEPS: Final = frozenset(s.value for s in Step)
+# The steps a response plan (预案) limits; the statutory clock comes from the source instead.
+PLANNED_STEPS: Final = (Step.DISPATCH, Step.ACCEPT, Step.ARRIVE, Step.RESOLVE, Step.VERIFY)
 
 
 class ClockStatus(StrEnum):

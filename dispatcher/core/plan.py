@@ -22,7 +22,6 @@ import math
 import re
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, Final, TypeGuard
@@ -31,6 +30,7 @@ import yaml
 
 from contracts.categories import CATEGORIES
 from contracts.kinds import KIND_LABELS, KINDS
+from dispatcher.core.clock import PLANNED_STEPS, ClockStatus, Step
 
 DEFAULT_PATH: Final = Path(__file__).resolve().parent.parent / "plans.yaml"  # data, beside the code
 SEVERITIES: Final = (1, 2, 3, 4)
@@ -48,29 +48,6 @@ SKILL_LABELS: Final = {
     "inspection": "巡查",
 }
 SKILLS: Final = frozenset(SKILL_LABELS)
-
-
-class Step(StrEnum):
-    DISPATCH = "dispatch"  # filed -> first task offered
-    ACCEPT = "accept"  # offered -> accepted
-    ARRIVE = "arrive"  # accepted -> on scene
-    RESOLVE = "resolve"  # on scene -> resolved
-    VERIFY = "verify"  # resolved -> verified
-
-
-STEP_LABELS: Final = {
-    Step.DISPATCH: "派遣",
-    Step.ACCEPT: "接单",
-    Step.ARRIVE: "到场",
-    Step.RESOLVE: "处置",
-    Step.VERIFY: "核查",
-}
-
-
-class ClockStatus(StrEnum):
-    OK = "ok"
-    AT_RISK = "at_risk"  # past warning_ratio of the limit: escalate to the duty commander
-    OVERDUE = "overdue"
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +167,7 @@ _UNITS = (86_400, 3_600, 60, 1)
 _CLOCK_KEYS: Final = ("accept_timeout_s", "warning_ratio", "limits")
 _PLAN_KEYS: Final = ("name", "roles", *_CLOCK_KEYS)
 _ROLE_KEYS: Final = ("kind", "count", "skills", "prefer_own_grid")
-_STEPS: Final = tuple(s.value for s in Step)
+_STEPS: Final = tuple(s.value for s in PLANNED_STEPS)
 
 
 class _Invalid(ValueError):
@@ -341,7 +318,7 @@ def _resolve(category: str, severity: int, people: list[_Layer], clocks: list[_L
 def _check_graded(plans: Mapping[int, Plan], where: str) -> None:
     """分级响应: a more severe level never allows more time for a step than a less severe one."""
     for more, less in pairwise(SEVERITIES):
-        for step in Step:
+        for step in PLANNED_STEPS:
             a, b = plans[more].limit_s(step), plans[less].limit_s(step)
             if a > b:
                 raise _Invalid(

@@ -21,6 +21,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from pydantic import ConfigDict
+
+from contracts.incidents import Recommended
 from contracts.kinds import KIND_LABELS
 from dispatcher.core.plan import SKILL_LABELS, Plan, RoleNeed
 
@@ -41,16 +44,26 @@ class Available:
     eta_s: int
     own_grid: bool  # the grid worker responsible for the incident's grid
 
+    def pick(self, reasons: tuple[str, ...]) -> Pick:
+        return Pick(
+            responder_id=self.responder_id,
+            name=self.name,
+            kind=self.kind,
+            org=self.org,
+            distance_m=self.distance_m,
+            eta_s=self.eta_s,
+            own_grid=self.own_grid,
+            reasons=reasons,
+        )
 
-@dataclass(frozen=True, slots=True)
-class Pick:
-    responder_id: str
-    name: str
-    kind: str
-    org: str
-    distance_m: float
-    eta_s: int
-    reasons: tuple[str, ...]  # why, in Chinese, for the operator
+
+class Pick(Recommended):
+    """A recommended responder (the contract's `Recommended`) the plan or an operator picked, with
+    the reasons shown to the operator, in Chinese."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reasons: tuple[str, ...]
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -128,7 +141,7 @@ def _reasons(role: RoleNeed, c: Available, pool: list[Available]) -> tuple[str, 
 
 
 def _pick(role: RoleNeed, c: Available, pool: list[Available]) -> Pick:
-    return Pick(c.responder_id, c.name, c.kind, c.org, c.distance_m, c.eta_s, _reasons(role, c, pool))
+    return c.pick(_reasons(role, c, pool))
 
 
 def _fill(

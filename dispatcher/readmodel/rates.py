@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from dispatcher.core.plan import PlanBook, Step
+from dispatcher.core.clock import Step
+from dispatcher.core.plan import PlanBook
 from dispatcher.core.rates import FeedbackFact, GroupBy, IncidentFact, RateRow, TaskFact, compute_rates
 
 

@@ -65,7 +65,16 @@ def test_plan_filled_by_eta_in_role_order() -> None:
     assert ids(rec) == ["P-1", "G-2", "V-1", "V-2"]
     assert rec.shortfall == {} and rec.complete and rec.describe_shortfall() == ""
     first = rec.picks[0]
-    assert first == Pick("P-1", "name-P-1", "police", "org-police", first.distance_m, 150, first.reasons)
+    assert first == Pick(
+        responder_id="P-1",
+        name="name-P-1",
+        kind="police",
+        org="org-police",
+        distance_m=first.distance_m,
+        eta_s=150,
+        own_grid=False,
+        reasons=first.reasons,
+    )
     assert first.reasons == ("距离最近的民警，约3分钟到达",)
 
 
