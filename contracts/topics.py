@@ -35,14 +35,19 @@ PIPELINE_TOPICS: Final = (
 DISPATCHER_GROUP: Final = "centre-dispatcher"
 
 # --- Redis keys ---------------------------------------------------------------------------
-RESPONDER_KEY: Final = "responder:"  # hash per responder: roster fields + live position
-AVAILABLE_GEO_KEY: Final = "available:"  # GEO set per kind of responders free to dispatch
-GRID_WORKERS_KEY: Final = "grid:workers:"  # set per grid of the grid workers responsible for it
-CAMERA_KEY: Final = "camera:"  # hash per camera: name, lon, lat
-LIVE_EPOCH_KEY: Final = "live:epoch"  # set once live state holds the whole roster (absent: rebuild)
-LIVE_MOVED_KEY: Final = "live:moved"  # set of responders whose position changed since the last copy
-LIVE_COPYING_KEY: Final = "live:moved:copying"  # the moved set taken aside while it is copied
-LIVE_BUSY_KEY: Final = "live:busy"  # set of responders whose status is busy
+# Live state's keys share one hash tag, so that they sit in one Redis Cluster slot: its scripts
+# declare every key they can name in advance (KEYS[]), and the few they find only inside (the
+# responders a GEOSEARCH returns, the grid a responder leaves) are in that same slot, on the node
+# that runs the script. (Live state is one shard's worth of data: the street's responders.)
+LIVE_SLOT: Final = "{live}"
+RESPONDER_KEY: Final = LIVE_SLOT + "responder:"  # hash per responder: roster fields + live position
+AVAILABLE_GEO_KEY: Final = LIVE_SLOT + "available:"  # GEO set per kind of responders free to dispatch
+GRID_WORKERS_KEY: Final = LIVE_SLOT + "grid:workers:"  # set per grid of its responsible grid workers
+LIVE_EPOCH_KEY: Final = LIVE_SLOT + "epoch"  # set once live state holds the whole roster (absent: rebuild)
+LIVE_MOVED_KEY: Final = LIVE_SLOT + "moved"  # responders whose position changed since the last copy
+LIVE_COPYING_KEY: Final = LIVE_SLOT + "moved:copying"  # the moved set taken aside while it is copied
+LIVE_BUSY_KEY: Final = LIVE_SLOT + "busy"  # set of responders whose status is busy
+CAMERA_KEY: Final = "camera:"  # hash per camera: name, lon, lat (read by key, no script)
 
 
 def responder_key(responder_id: str) -> str:

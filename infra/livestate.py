@@ -22,44 +22,59 @@ from redis.asyncio import Redis
 from contracts import topics
 from contracts.kinds import KINDS
 
-# KEYS[1] responder hash; its kind's GEO set is named from the kind stored in the hash.
+# Every script below is given the kinds' GEO sets as KEYS, in `contracts.kinds.KINDS` order,
+# after its own keys; `geo_of(kind)` picks one by the kind a responder's hash holds.
+_GEO_OF = """
+local function geo_of(kind, first)
+  for i = 1, #KINDS do if KINDS[i] == kind then return KEYS[first + i - 1] end end
+  return nil
+end
+"""
+
+# KEYS[1] responder hash, KEYS[2] the moved set, KEYS[3..] the kinds' GEO sets.
 # ARGV: responder_id, lon, lat, at_ms, accuracy, '0' when the fix is not a move to copy, and the
 # latest time a stored fix may have (now, with the hosts' clock tolerance): a stored time beyond it
 # was dated in the future, and is no reason to ignore a real fix (it would pin the responder).
-_APPLY_POSITION = """
+_APPLY_POSITION = _GEO_OF + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local prev = tonumber(redis.call('HGET', KEYS[1], 'at_ms') or '-1')
 local at = tonumber(ARGV[4])
 if prev >= at and prev <= tonumber(ARGV[7]) then return 0 end
 redis.call('HSET', KEYS[1], 'lon', ARGV[2], 'lat', ARGV[3], 'at_ms', ARGV[4], 'accuracy_m', ARGV[5])
-if ARGV[6] ~= '0' then redis.call('SADD', 'MOVEDKEY', ARGV[1]) end
-local kind = redis.call('HGET', KEYS[1], 'kind')
+if ARGV[6] ~= '0' then redis.call('SADD', KEYS[2], ARGV[1]) end
+local geo = geo_of(redis.call('HGET', KEYS[1], 'kind'), 3)
+if geo == nil then return 1 end
 local duty = redis.call('HGET', KEYS[1], 'on_duty')
 local status = redis.call('HGET', KEYS[1], 'status')
 if duty == '1' and status == 'available' then
-  redis.call('GEOADD', 'GEOKEY:' .. kind, ARGV[2], ARGV[3], ARGV[1])
+  redis.call('GEOADD', geo, ARGV[2], ARGV[3], ARGV[1])
 else
-  redis.call('ZREM', 'GEOKEY:' .. kind, ARGV[1])
+  redis.call('ZREM', geo, ARGV[1])
 end
 return 1
 """
 
-# KEYS[1] responder hash, KEYS[2..] every kind's GEO set (a kind may change).
-# ARGV: responder_id, kind, on_duty ('1'/'0'), then field/value pairs (grid_id among them)
-_APPLY_ROSTER = """
-for i = 2, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
+# KEYS[1] responder hash, KEYS[2] the new grid's worker set, KEYS[3..] the kinds' GEO sets (a kind
+# may change). The grid the responder leaves is read from its hash: its set, named from
+# ARGV[#ARGV] (the grid key prefix), shares the live slot (contracts.topics.LIVE_SLOT).
+# ARGV: responder_id, kind, on_duty ('1'/'0'), then field/value pairs (grid_id among them), then
+# the grid key prefix.
+_APPLY_ROSTER = _GEO_OF + """
+local grid_prefix = ARGV[#ARGV]
+for i = 3, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
 local old_grid = redis.call('HGET', KEYS[1], 'grid_id')
-if old_grid and old_grid ~= '' then redis.call('SREM', 'GRIDKEY:' .. old_grid, ARGV[1]) end
+if old_grid and old_grid ~= '' then redis.call('SREM', grid_prefix .. old_grid, ARGV[1]) end
 redis.call('HSET', KEYS[1], 'kind', ARGV[2], 'on_duty', ARGV[3])
-for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 4, #ARGV - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 if redis.call('HEXISTS', KEYS[1], 'status') == 0 then redis.call('HSET', KEYS[1], 'status', 'available') end
 local status = redis.call('HGET', KEYS[1], 'status')
 local lon = redis.call('HGET', KEYS[1], 'lon')
 local lat = redis.call('HGET', KEYS[1], 'lat')
 local grid = redis.call('HGET', KEYS[1], 'grid_id')
-if ARGV[2] == 'grid_worker' and grid and grid ~= '' then redis.call('SADD', 'GRIDKEY:' .. grid, ARGV[1]) end
-if ARGV[3] == '1' and status == 'available' and lon and lat then
-  redis.call('GEOADD', 'GEOKEY:' .. ARGV[2], lon, lat, ARGV[1])
+if ARGV[2] == 'grid_worker' and grid and grid ~= '' then redis.call('SADD', KEYS[2], ARGV[1]) end
+local geo = geo_of(ARGV[2], 3)
+if geo ~= nil and ARGV[3] == '1' and status == 'available' and lon and lat then
+  redis.call('GEOADD', geo, lon, lat, ARGV[1])
 end
 return 1
 """
@@ -74,23 +89,25 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-# KEYS[1] responder hash. ARGV: responder_id, status ('busy' | 'available').
-_SET_STATUS = """
+# KEYS[1] responder hash, KEYS[2] the busy set, KEYS[3..] the kinds' GEO sets.
+# ARGV: responder_id, status ('busy' | 'available').
+_SET_STATUS = _GEO_OF + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2])
 if ARGV[2] == 'busy' then
-  redis.call('SADD', 'BUSYKEY', ARGV[1])
+  redis.call('SADD', KEYS[2], ARGV[1])
 else
-  redis.call('SREM', 'BUSYKEY', ARGV[1])
+  redis.call('SREM', KEYS[2], ARGV[1])
 end
-local kind = redis.call('HGET', KEYS[1], 'kind')
+local geo = geo_of(redis.call('HGET', KEYS[1], 'kind'), 3)
+if geo == nil then return 1 end
 local duty = redis.call('HGET', KEYS[1], 'on_duty')
 local lon = redis.call('HGET', KEYS[1], 'lon')
 local lat = redis.call('HGET', KEYS[1], 'lat')
 if ARGV[2] == 'available' and duty == '1' and lon and lat then
-  redis.call('GEOADD', 'GEOKEY:' .. kind, lon, lat, ARGV[1])
+  redis.call('GEOADD', geo, lon, lat, ARGV[1])
 else
-  redis.call('ZREM', 'GEOKEY:' .. kind, ARGV[1])
+  redis.call('ZREM', geo, ARGV[1])
 end
 return 1
 """
@@ -139,7 +156,8 @@ return found
 # per kind, the grid's workers and theirs). KEYS[1..n-1] the kinds' GEO sets, KEYS[n] the
 # grid's grid-worker set. ARGV: lon, lat, count, the number of radii, the radii, the responder
 # key prefix, then the roster fields. Per kind {search rows, roster rows}, then {grid workers
-# (sorted), their roster rows}.
+# (sorted), their roster rows}. The responders' hashes it reads are found, not declared: they
+# share the live slot (contracts.topics.LIVE_SLOT).
 _CANDIDATES = """
 local lon, lat, count, nr = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local prefix = ARGV[5 + nr]
@@ -178,6 +196,14 @@ return 1
 """
 
 
+_GEO_KEYS: Final = tuple(topics.available_key(k) for k in KINDS)
+
+
+def _with_kinds(script: str) -> str:
+    """The script with the kinds, in the order their GEO sets are passed, as a Lua table."""
+    return "local KINDS = {" + ", ".join(repr(k) for k in KINDS) + "}\n" + script
+
+
 def _search_radii(radius_m: float) -> list[float]:
     return [r for r in SEARCH_RADII_M if r < radius_m] + [radius_m]
 
@@ -190,8 +216,9 @@ def _roster_call(responder_id: str, fields: Mapping[str, Any]) -> tuple[list[str
     for name in ("name", "org", "grid_id"):
         extra += [name, "" if fields.get(name) is None else str(fields[name])]
     extra += ["skills", ",".join(fields.get("skills") or [])]
-    keys = [topics.responder_key(responder_id), *(topics.available_key(k) for k in KINDS)]
-    return keys, [responder_id, kind, on_duty, *extra]
+    grid = topics.grid_workers_key(str(fields.get("grid_id") or ""))
+    keys = [topics.responder_key(responder_id), grid, *_GEO_KEYS]
+    return keys, [responder_id, kind, on_duty, *extra, topics.GRID_WORKERS_KEY]
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,14 +235,9 @@ class LiveState:
 
     def __init__(self, redis: Redis) -> None:
         self._r = redis
-        geo_prefix = topics.AVAILABLE_GEO_KEY
-        script = _APPLY_POSITION.replace("'GEOKEY:'", repr(geo_prefix))
-        self._position = redis.register_script(script.replace("'MOVEDKEY'", repr(topics.LIVE_MOVED_KEY)))
-        script = _APPLY_ROSTER.replace("'GEOKEY:'", repr(geo_prefix))
-        script = script.replace("'GRIDKEY:'", repr(topics.GRID_WORKERS_KEY))
-        self._roster = redis.register_script(script)
-        script = _SET_STATUS.replace("'GEOKEY:'", repr(geo_prefix))
-        self._status = redis.register_script(script.replace("'BUSYKEY'", repr(topics.LIVE_BUSY_KEY)))
+        self._position = redis.register_script(_with_kinds(_APPLY_POSITION))
+        self._roster = redis.register_script(_with_kinds(_APPLY_ROSTER))
+        self._status = redis.register_script(_with_kinds(_SET_STATUS))
         self._take_moved = redis.register_script(_TAKE_MOVED)
         self._nearest = redis.register_script(_NEAREST)
         self._candidates = redis.register_script(_CANDIDATES)
@@ -250,7 +272,7 @@ class LiveState:
         is never taken as newer than now: one dated ahead (a phone's clock) counts as of now, and
         a stored time ahead of now (dated in the future before this rule) is overwritten."""
         now_ms = int(time.time() * 1000)
-        keys = [topics.responder_key(responder_id)]
+        keys = [topics.responder_key(responder_id), topics.LIVE_MOVED_KEY, *_GEO_KEYS]
         args: list[str | int] = [
             responder_id,
             repr(lon),
@@ -282,15 +304,14 @@ class LiveState:
                 "1" if moved else "0",
                 now_ms + CLOCK_TOLERANCE_MS,
             ]
-            await self._position(keys=[topics.responder_key(rid)], args=args, client=pipe)
+            keys = [topics.responder_key(rid), topics.LIVE_MOVED_KEY, *_GEO_KEYS]
+            await self._position(keys=keys, args=args, client=pipe)
         return [int(r) for r in await pipe.execute()]
 
     async def set_status(self, responder_id: str, status: str) -> bool:
         """Busy responders leave their kind's GEO set (nobody else is offered them); False if unknown."""
-        return (
-            int(await self._status(keys=[topics.responder_key(responder_id)], args=[responder_id, status]))
-            == 1
-        )
+        keys = [topics.responder_key(responder_id), topics.LIVE_BUSY_KEY, *_GEO_KEYS]
+        return int(await self._status(keys=keys, args=[responder_id, status])) == 1
 
     async def busy(self) -> set[str]:
         """Responders whose status is busy (kept by `set_status`)."""

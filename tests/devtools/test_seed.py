@@ -150,7 +150,7 @@ async def test_seed_redis_fills_available_sets(r: aioredis.Redis, city: City) ->
 
     on_duty = Counter(x.kind for x in city.responders if x.on_duty)
     for kind in ("police", "grid_worker", "volunteer"):
-        assert await r.zcard(f"available:{kind}") == on_duty[kind]
+        assert await r.zcard(topics.available_key(kind)) == on_duty[kind]
         assert counts[f"available_{kind}"] == on_duty[kind]
 
     live = LiveState(r)
@@ -222,7 +222,7 @@ async def _history(r: aioredis.Redis, city: City) -> None:
             x.responder_id, x.lon + 0.001, x.lat, T0 + 5_000 if newer else T0 - 5_000, 9.5
         )
         if i % 3 == 0:
-            await r.hset(f"responder:{x.responder_id}", "status", "busy")
+            await r.hset(topics.responder_key(x.responder_id), "status", "busy")
     await live.put_camera(city.cameras[0].camera_id, "旧名称", 106.51, 29.61)
 
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from redis.crc import key_slot
 
 from contracts import topics
 from infra.livestate import LiveState
@@ -78,3 +79,45 @@ async def test_a_fix_dated_ahead_counts_as_now_and_a_stored_future_time_does_not
     assert (await live.responder("V-9"))["lon"] == "106.52"
     # ordinary order still holds: an older fix changes nothing
     assert await live.apply_position("V-9", 106.60, 29.70, now_ms - 60_000, None) == 0
+
+
+async def test_every_script_names_its_keys_in_one_cluster_slot(
+    live: LiveState, redis: aioredis.Redis
+) -> None:
+    """Redis Cluster runs a script on the node of its KEYS' slot: every key each script is given,
+    and every live-state key a script finds inside (a GEOSEARCH's responders, a grid left behind),
+    must hash to one slot. Each script call is recorded, then its keys checked."""
+    calls: list[tuple[str, list[str]]] = []
+    for name in ("_position", "_roster", "_status", "_take_moved", "_nearest", "_candidates"):
+        script = getattr(live, name)
+
+        def recording(script: object = script, name: str = name, **kw: object) -> object:
+            calls.append((name, [str(k) for k in kw.get("keys") or []]))
+            return script(**kw)  # type: ignore[operator]
+
+        setattr(live, name, recording)
+    await live.apply_roster("G-1", {**ROSTER, "kind": "grid_worker", "grid_id": "G001"})
+    await live.apply_roster("G-1", {**ROSTER, "kind": "grid_worker", "grid_id": "G002"})  # leaves G001
+    await live.apply_position("G-1", 106.51, 29.61, int(time.time() * 1000), None)
+    await live.set_status("G-1", "busy")
+    await live.set_status("G-1", "available")
+    await live.take_moved()
+    assert await live.nearest("grid_worker", 106.51, 29.61, 3000, 5)
+    found = await live.candidates(["grid_worker"], 106.51, 29.61, 3000, 5, "G002", ["name"])
+    assert [n.responder_id for n, _ in found.nearest["grid_worker"]] == ["G-1"]
+    assert [w for w, _ in found.grid_workers] == ["G-1"]
+    assert await live.grid_workers("G001") == [] and await live.grid_workers("G002") == ["G-1"]
+    assert {name for name, _ in calls} == {
+        "_position",
+        "_roster",
+        "_status",
+        "_take_moved",
+        "_nearest",
+        "_candidates",
+    }
+    slots = {key_slot(k.encode()) for _, keys in calls for k in keys}
+    found_inside = [topics.responder_key("G-1"), topics.grid_workers_key("G001")]
+    assert slots | {key_slot(k.encode()) for k in found_inside} == {key_slot(topics.LIVE_SLOT.encode())}
+    # and nothing else lives in Redis outside the slot but the cameras (read by key, no script)
+    for key in await redis.keys("*"):
+        assert key_slot(key) == key_slot(topics.LIVE_SLOT.encode()) or key.startswith(b"camera:"), key
