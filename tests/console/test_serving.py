@@ -23,7 +23,7 @@ from console.serving import http_config
 from devtools.stack import free_port
 from infra.db import init_connection
 from infra.settings import Settings
-from tests.console.test_access import make_app
+from tests.console.http.test_access import make_app
 
 HEADER_TIMEOUT_S = 1.0
 
