@@ -1,4 +1,5 @@
 """Bulk loads for the city-scale scenarios: responders and a year of incidents, set-based.
+It is long (some 500 lines) because each table's load is one statement with its own columns.
 
 Posting a million reports through the intake would take hours and measure the intake, not
 the scale; these loads write the rows the centre itself would have written, straight into

@@ -3,6 +3,8 @@ and Redis database, the services as processes), the raw broker round trip every 
 beside, the run's size, and what every process of the stack costs in CPU (`CpuWatch`). Driving
 it is `bench.drive`; the reports it posts, `bench.reports`. Scenarios (`bench.latency`, `steady`,
 `fanout`, `throughput`, `nearest`, `memory`) use them; `bench.city` runs them in one table.
+It is long (some 520 lines) because starting a stack that can be measured takes its processes,
+their warm-up and their consumer groups formed, and the latency driver the warm-up uses.
 """
 
 from __future__ import annotations

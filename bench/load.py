@@ -8,6 +8,8 @@ stamped when another received it give a true latency.
 
 A driver is an `async def` taking a `Control` (ready/stop events shared with the orchestrator)
 plus plain keyword arguments, and returning picklable results. `spawn_driver` starts one.
+It is long (some 530 lines) because every driver (report posters, consoles, phones, position
+senders) lives beside the process plumbing they share.
 """
 
 from __future__ import annotations

@@ -2,7 +2,10 @@
 
     python -m bench.memory [--responders 100000] [--incidents 1000000] [--json]
 
-It starts the real centre with `bench.latency.bench_stack` (its own Tansu, database and Redis
+(Long, some 750 lines, because it is one procedure at scale: load, empty Redis, wait for the
+rebuild, settle, sample every process, report; each step depends on the state the last left.)
+
+It starts the real centre with `bench.harness.bench_stack` (its own Tansu, database and Redis
 database; the streams worker, dispatcher and console server run by `devtools.stack.Supervisor`).
 Before the processes start, `bench.bulk` loads the scale into PostgreSQL with set-based SQL:
 N more responders (registry, phone logins, last positions) and M stored incidents over the last

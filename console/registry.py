@@ -12,12 +12,11 @@ import asyncio
 from typing import Any
 
 import asyncpg
-import orjson
 from aiokafka import AIOKafkaProducer
 
 from console.intake import NotDurable, UnknownReference
 from contracts import topics
-from contracts.registry import CameraUpsert, ResponderUpsert
+from contracts.registry import CameraUpsert, ResponderUpsert, responder_change
 from infra.livestate import LiveState
 
 
@@ -47,7 +46,7 @@ class RegistryService:
             body.on_duty,
             body.grid_id,
         )
-        value = orjson.dumps({"responder_id": responder_id, **body.model_dump()})
+        value = responder_change(responder_id, body)
         try:
             await asyncio.wait_for(
                 self._producer.send_and_wait(

@@ -1,4 +1,6 @@
 """The living demo city: `python -m devtools.simulator` (started by `./centre run`).
+It is long (some 1,000 lines) because it is a whole cast sharing one configuration and one clock:
+the reporters, an operator and every responder's phone, each a class of its own below.
 
 It drives the centre only through its public edges, exactly as the outside world would:
 

@@ -20,7 +20,7 @@ from contracts.deadletters import dead_letter
 from contracts.geo import Grid, GridIndex
 from contracts.incidents import EnrichedIncident, IncidentRecord
 from contracts.positions import PositionFix
-from contracts.registry import ResponderUpsert
+from contracts.registry import ResponderChange
 from contracts.reports import CameraAlarm, RawReport
 from contracts.validation import BadRecord, check_key, decode_object, validated
 from infra.db import create_pool
@@ -190,14 +190,10 @@ class StreamService:
         return True
 
     async def apply_roster(self, key: bytes | None, value: bytes | None) -> None:
-        data = decode_object(value)
-        responder_id = data.pop("responder_id", None)
-        if not isinstance(responder_id, str) or not responder_id:
-            raise BadRecord("responder_id: missing or not a string")
-        data.pop("updated_at", None)
-        upsert: ResponderUpsert = validated(ResponderUpsert, data)
-        check_key(key, "responder_id", responder_id)
-        await self.live.apply_roster(responder_id, upsert.model_dump())
+        change: ResponderChange = validated(ResponderChange, decode_object(value))
+        check_key(key, "responder_id", change.responder_id)
+        roster = change.model_dump(exclude={"responder_id", "updated_at"})
+        await self.live.apply_roster(change.responder_id, roster)
 
 
 __all__ = ["BadRecord", "CameraAlarm", "StreamService", "dead_letter"]

@@ -7,6 +7,8 @@ The tail reads with a consumer that has no group: it assigns itself every partit
 commits, so running it (any number of times) cannot rebalance or move the pipeline's offsets.
 Values are shown as decoded JSON when they are JSON and leniently decoded text otherwise, since
 looking at records the pipeline could not read (dead letters) is a main use of this command.
+It is long (some 570 lines) because it is a whole command-line tool: options, filters on the
+fields of every topic's records, lenient decoding, masking, text and JSON output.
 """
 
 from __future__ import annotations

@@ -8,6 +8,10 @@ id; the protocol checks who may send them and what they hold, the hub puts them 
 command partition and acks; the dispatcher's refusal, if any, comes back as an error frame with
 the same id, and the effect as deltas.
 
+It is long (some 600 lines) because every connection's life is here in one place: joining,
+fan-out of the board's deltas, commands awaiting the dispatcher, cutting slow or abusive clients
+off and closing; what a frame may say is `protocol`, a socket's queue is `client`.
+
 Hostile or broken clients are contained per connection: the handshake checks the Origin, every
 frame is size-checked, rate-limited and validated, every command is checked against the user's
 role and the object it names, each client's outgoing queue is bounded in frames and bytes, a

@@ -6,6 +6,11 @@ case, the events to record (numbered by the case's version, so one counter order
 timeline) and the effects the service layer must carry out: offer tasks, reserve or free
 responders, schedule or cancel durable timers, escalate, forward a command to another case.
 It never performs I/O; the incident and task state machines guard every change.
+
+It is long (some 800 lines) because it is one decision: every action's handler shares the builder
+that numbers the events and collects the effects of one command, and the rules that cross actions
+(rounds, re-offers, verification, escalation, merging) read the same case; cut apart, one
+transaction's rules would be spread over files that must change together.
 """
 
 from __future__ import annotations
