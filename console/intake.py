@@ -37,7 +37,7 @@ from contracts.timewindow import TimeWindow
 from infra.faults import DATABASE_UNAVAILABLE
 from infra.fixes import send_fixes
 from infra.kafka import delivered
-from infra.outbox import give_up_on, lost_before, progress, redelivery_due
+from infra.outbox import INBOX, give_up_on
 
 log = logging.getLogger(__name__)
 BEIJING = timezone(timedelta(hours=8))
@@ -286,19 +286,7 @@ class IntakeService:
         published by when it was received: under load the request may still be publishing it).
         Rows are locked while sent, so several console servers never send one twice at once."""
         async with self._pool.acquire() as conn, conn.transaction():
-            now, last = await progress(conn, "reports")
-            rows = await conn.fetch(
-                f"""SELECT tracking_no, source, payload, received_at, attempts FROM reports
-                     WHERE incident_id IS NULL AND refused_at IS NULL
-                       AND {redelivery_due("published_at", "received_at")}
-                       AND coalesce(published_at, received_at) < $5
-                     ORDER BY received_at LIMIT $4 FOR UPDATE SKIP LOCKED""",
-                UNPUBLISHED_GRACE_S,
-                float(redeliver_after_s),
-                max_attempts,
-                limit,
-                lost_before(last, now, timedelta(seconds=redeliver_after_s)),
-            )
+            rows = await INBOX.due(conn, UNPUBLISHED_GRACE_S, redeliver_after_s, max_attempts, limit)
             if not rows:
                 return 0
             futures = []
@@ -308,11 +296,7 @@ class IntakeService:
                     await self._producer.send(topics.REPORTS_RAW, key=r["tracking_no"].encode(), value=raw)
                 )
             await asyncio.wait_for(delivered(futures), self._timeout)
-            await conn.execute(
-                """UPDATE reports SET published_at = now(), attempts = attempts + 1
-                    WHERE tracking_no = ANY($1::text[])""",
-                [r["tracking_no"] for r in rows],
-            )
+            await INBOX.mark_sent(conn, [r["tracking_no"] for r in rows])
         give_up_on(
             [(r["tracking_no"], r["attempts"] + 1) for r in rows], max_attempts, "never reached an incident"
         )

@@ -85,13 +85,77 @@ async def mark_sent(pool: asyncpg.Pool, message_ids: Sequence[str]) -> None:
 Publish = Callable[[Sequence[Message]], Awaitable[None]]
 
 
-def redelivery_due(sent_column: str, created_column: str) -> str:
-    """SQL condition shared by every re-sender (the outbox, the intake inbox): fewer than $3
-    attempts, and either never sent and older than the grace $1, or last sent longer ago than
-    the back-off ($2 seconds, doubling per attempt, up to 64 times)."""
-    return f"""attempts < $3
-        AND (({sent_column} IS NULL AND {created_column} < now() - make_interval(secs => $1))
-          OR {sent_column} < now() - make_interval(secs => $2 * power(2, least(attempts - 1, 6))))"""
+@dataclass(frozen=True, slots=True)
+class Resend:
+    """A table whose rows are re-sent until their consumer confirms them: the outbox (commands,
+    forwards, timers; confirmed when applied) and the intake's inbox (reports; confirmed when
+    filed in an incident). One query picks what is due and lost, the same way for both."""
+
+    table: str
+    key: str  # the row's id
+    columns: str  # what the sender needs of each row
+    pending: str  # SQL: not confirmed (nor given up on)
+    sent: str  # when last sent (NULL: never noted as sent)
+    created: str  # when written
+    done: str  # when confirmed
+
+    async def due(
+        self,
+        conn: asyncpg.Connection,
+        grace_s: float,
+        redeliver_after_s: float,
+        max_attempts: int,
+        limit: int,
+    ) -> list[asyncpg.Record]:
+        """The rows to send now, locked until the caller's transaction ends (several senders never
+        send one twice at once): fewer than `max_attempts` sends; never sent and older than
+        `grace_s` (its writer may still be sending it), or last sent longer ago than the back-off
+        (`redeliver_after_s`, doubling per attempt, up to 64 times); and lost, not merely late
+        (`lost_before`, with `redeliver_after_s` as the slack), oldest first."""
+        now, last = await progress(conn, self)
+        return list(
+            await conn.fetch(
+                f"""SELECT {self.columns}, attempts FROM {self.table}
+                     WHERE {self.pending} AND attempts < $3
+                       AND (({self.sent} IS NULL AND {self.created} < now() - make_interval(secs => $1))
+                         OR {self.sent} < now() - make_interval(secs => $2 * power(2, least(attempts - 1, 6)))
+                       )
+                       AND coalesce({self.sent}, {self.created}) < $5
+                     ORDER BY {self.created} LIMIT $4 FOR UPDATE SKIP LOCKED""",
+                float(grace_s),
+                float(redeliver_after_s),
+                max_attempts,
+                limit,
+                lost_before(last, now, timedelta(seconds=redeliver_after_s)),
+            )
+        )
+
+    async def mark_sent(self, conn: asyncpg.Connection, ids: Sequence[str]) -> None:
+        await conn.execute(
+            f"""UPDATE {self.table} SET {self.sent} = now(), attempts = attempts + 1
+                 WHERE {self.key} = ANY($1::text[])""",
+            list(ids),
+        )
+
+
+OUTBOX: Final = Resend(
+    "outbox",
+    "message_id",
+    "message_id, topic, key, value",
+    "done_at IS NULL",
+    "sent_at",
+    "created_at",
+    "done_at",
+)
+INBOX: Final = Resend(
+    "reports",
+    "tracking_no",
+    "tracking_no, source, payload, received_at",
+    "incident_id IS NULL AND refused_at IS NULL",
+    "published_at",
+    "received_at",
+    "filed_at",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,15 +182,9 @@ def lost_before(last: Progress | None, now: datetime, slack: timedelta) -> datet
     return (last.sent_at or last.done_at) - OVERTAKEN * slack
 
 
-_PROGRESS: Final = {
-    "outbox": ("sent_at", "done_at"),
-    "reports": ("published_at", "filed_at"),
-}
-
-
-async def progress(conn: asyncpg.Connection, table: str) -> tuple[datetime, Progress | None]:
-    """The database's clock and the last confirmation in `table` (one index probe)."""
-    sent, done = _PROGRESS[table]
+async def progress(conn: asyncpg.Connection, of: Resend) -> tuple[datetime, Progress | None]:
+    """The database's clock and the last confirmation in `of`'s table (one index probe)."""
+    sent, done, table = of.sent, of.done, of.table
     row = await conn.fetchrow(
         f"""SELECT now() AS now, last.sent_at, last.done_at
               FROM (SELECT 1) one LEFT JOIN LATERAL (
@@ -157,26 +215,11 @@ async def relay_once(
     loudly after max_attempts. Several dispatchers may run this: rows are locked while they are
     sent, so each goes out once."""
     async with pool.acquire() as conn, conn.transaction():
-        now, last = await progress(conn, "outbox")
-        rows = await conn.fetch(
-            f"""SELECT message_id, topic, key, value, attempts FROM outbox
-                 WHERE done_at IS NULL AND {redelivery_due("sent_at", "created_at")}
-                   AND coalesce(sent_at, created_at) < $5
-                 ORDER BY created_at LIMIT $4 FOR UPDATE SKIP LOCKED""",
-            FIRST_SEND_GRACE_S,
-            float(redeliver_after_s),
-            max_attempts,
-            limit,
-            lost_before(last, now, timedelta(seconds=redeliver_after_s)),
-        )
+        rows = await OUTBOX.due(conn, FIRST_SEND_GRACE_S, redeliver_after_s, max_attempts, limit)
         if not rows:
             return 0
         await publish([Message(r["message_id"], r["topic"], r["key"], bytes(r["value"])) for r in rows])
-        await conn.execute(
-            """UPDATE outbox SET sent_at = now(), attempts = attempts + 1
-                WHERE message_id = ANY($1::text[])""",
-            [r["message_id"] for r in rows],
-        )
+        await OUTBOX.mark_sent(conn, [r["message_id"] for r in rows])
     give_up_on([(r["message_id"], r["attempts"] + 1) for r in rows], max_attempts, "never confirmed")
     return len(rows)
 
@@ -189,8 +232,11 @@ async def prune(pool: asyncpg.Pool) -> int:
 
 
 __all__ = [
+    "INBOX",
+    "OUTBOX",
     "Message",
     "Progress",
+    "Resend",
     "command_message",
     "confirm",
     "enqueue",
@@ -199,7 +245,6 @@ __all__ = [
     "mark_sent",
     "progress",
     "prune",
-    "redelivery_due",
     "refuse",
     "relay_once",
 ]

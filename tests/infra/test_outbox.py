@@ -199,3 +199,33 @@ async def test_a_command_refused_by_the_dispatcher_is_confirmed_in_the_outbox(po
     result = await service.handle(cmd)
     assert result.refused is not None  # refused still counts as delivered
     assert await pool.fetchval("SELECT done_at FROM outbox WHERE message_id = $1", msg.message_id)
+
+
+async def test_the_outbox_and_the_inbox_are_re_sent_by_one_rule(pool: asyncpg.Pool, overtaken: None) -> None:
+    """Both re-senders pick what is due with the same query: never sent after the grace, or last
+    sent longer ago than the doubling back-off, fewer than the cap, and never what is confirmed."""
+    msg = outbox.command_message(command("INC-OUTBOX-RULE"))
+    await outbox.enqueue(pool, [msg])
+    tracking_no = f"A{uuid.uuid4().hex[:12]}"
+    await pool.execute(
+        """INSERT INTO reports (tracking_no, source, source_id, received_at, payload)
+           VALUES ($1, 'app', $1, now() - interval '5 s', '{}'::jsonb)""",
+        tracking_no,
+    )
+    await age(pool, msg.message_id, 5)
+    async with pool.acquire() as conn, conn.transaction():
+        assert msg.message_id in {r["message_id"] for r in await outbox.OUTBOX.due(conn, 1.0, 10, 5, 500)}
+        assert tracking_no in {r["tracking_no"] for r in await outbox.INBOX.due(conn, 1.0, 10, 5, 500)}
+        await outbox.OUTBOX.mark_sent(conn, [msg.message_id])
+        await outbox.INBOX.mark_sent(conn, [tracking_no])
+    async with pool.acquire() as conn, conn.transaction():
+        # just sent: inside the back-off, neither is due
+        assert msg.message_id not in {r["message_id"] for r in await outbox.OUTBOX.due(conn, 1.0, 10, 5, 500)}
+        assert tracking_no not in {r["tracking_no"] for r in await outbox.INBOX.due(conn, 1.0, 10, 5, 500)}
+        # a filed report and a confirmed message are never due again
+        await pool.execute(
+            "UPDATE reports SET incident_id = 'INC-x', published_at = now() - interval '1 hour' "
+            "WHERE tracking_no = $1",
+            tracking_no,
+        )
+        assert tracking_no not in {r["tracking_no"] for r in await outbox.INBOX.due(conn, 1.0, 10, 5, 500)}
