@@ -149,7 +149,9 @@ class IncidentService:
                 return result
             case = await casestore.load_case(conn, cmd.incident_id)
             if case is not None and cmd.action == "split":
-                if await store.merged_into(conn, cmd.data.get("from")) != cmd.incident_id:
+                split_off = cmd.data.get("from")  # a command from elsewhere may hold anything here
+                into = await store.merged_into(conn, split_off) if isinstance(split_off, str) else None
+                if into != cmd.incident_id:
                     detail = f"{cmd.data.get('from')!r} was not merged into {cmd.incident_id}"
                     await audit.record(conn, cmd, "refused", detail)
                     result.refused = detail

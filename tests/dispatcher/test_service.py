@@ -228,3 +228,22 @@ async def test_a_commands_audit_row_keeps_its_senders_address(pool: asyncpg.Pool
     await IncidentService(pool, load_plans()).handle(again)
     row = await pool.fetchrow("SELECT outcome, origin FROM audit_log WHERE command_id = $1", cmd.command_id)
     assert tuple(row) == ("refused", "10.20.30.40")
+
+
+@pytest.mark.parametrize("split_off", [7, None, ["INC-x"], {"id": "INC-x"}])
+async def test_a_split_naming_no_incident_is_refused_and_audited(
+    pool: asyncpg.Pool, split_off: object
+) -> None:
+    """A split's `from` that is not an incident id (a command put on the topic by anything but
+    the console) is refused by name and audited, not failed inside the database and retried."""
+    service = IncidentService(pool, load_plans())
+    rec = enriched(f"A-{uuid.uuid4().hex[:8]}")
+    await service.file(rec)
+    split = Command(
+        "split", rec.incident_id, f"operator:duty:s-{uuid.uuid4().hex[:6]}", "operator:duty",
+        datetime.now(UTC), data={"from": split_off},
+    )
+    result = await service.handle(split)
+    assert result.refused == f"{split_off!r} was not merged into {rec.incident_id}"
+    outcome = await pool.fetchval("SELECT outcome FROM audit_log WHERE command_id = $1", split.command_id)
+    assert outcome == "refused"
