@@ -194,6 +194,14 @@ class Settings:
 
     def __post_init__(self) -> None:
         self.time_window  # noqa: B018 (refuses a window outside the pipeline's own limits)
+        # A limit whose burst holds less than one request would refuse every request for ever
+        # (and 0 would divide by zero): the bursts are 10 s' and 30 s' worth of the rate.
+        for name, rate, burst_s in (
+            ("ACCOUNT_REQUESTS_PER_S", self.account_requests_per_s, 10.0),
+            ("PUBLIC_REQUESTS_PER_S", self.public_requests_per_s, 30.0),
+        ):
+            if not rate * burst_s >= 1.0:
+                raise ValueError(f"{name}={rate!r}: at least {1 / burst_s:g} (a burst of one request)")
 
     @property
     def time_window(self) -> TimeWindow:

@@ -9,6 +9,7 @@ none. The table of who may do what is docs/security.md.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Final
@@ -92,7 +93,7 @@ def limited(limiter: KeyedLimiter, key: str, chinese: str, english: str) -> None
     """Count one request against `key`; over the rate, 429 with Retry-After (whole seconds)."""
     wait = limiter.take(key, asyncio.get_running_loop().time())
     if wait:
-        seconds = max(1, int(wait + 0.999))
+        seconds = max(1, math.ceil(wait))  # never early: a client retrying on time is let in
         message = f"{chinese}，请{seconds}秒后再试 / {english}: retry in {seconds} s"
         raise HttpError(429, "rate_limited", message, {"Retry-After": str(seconds)})
 

@@ -115,3 +115,12 @@ def test_describe_lists_every_variable() -> None:
     for line, f in zip(lines, fields(Settings), strict=True):
         assert line.startswith(f.metadata["env"])
         assert str(f.default) in line and f.metadata["doc"] in line
+
+
+@pytest.mark.parametrize(("name", "raw"), [("ACCOUNT_REQUESTS_PER_S", "0"), ("PUBLIC_REQUESTS_PER_S", "0.01")])
+def test_a_request_limit_that_would_refuse_everything_is_refused(
+    clean_env: pytest.MonkeyPatch, name: str, raw: str
+) -> None:
+    clean_env.setenv(name, raw)
+    with pytest.raises(ValueError, match=f"{name}={float(raw)!r}: at least"):
+        Settings.from_env()
