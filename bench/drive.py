@@ -163,7 +163,7 @@ def every_console_latencies(
             continue
         times = [log.incidents.get(p.incident_id) for log in logs]
         got = [t for t in times if t is not None]
-        if len(got) < len(times):
+        if not got or len(got) < len(times):  # no console at all counts as missing, not a crash
             missing += 1
             continue
         last.append((max(got) - p.t0_ns) / 1e9)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -455,7 +456,7 @@ def stack_processes(settings: Settings) -> list[Proc]:
             ):
                 if module in text:
                     found.append(Proc(f"{name} {pid}" if name == "streams worker" else name, pid))
-        elif "tansu" in text and broker_port in text:
+        elif "tansu" in text and re.search(rf":{broker_port}(?!\d)", text):
             found.append(Proc("broker (Tansu)", pid))
         elif text.startswith("redis-server"):
             found.append(Proc("redis-server", pid))

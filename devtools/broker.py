@@ -27,13 +27,19 @@ def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
 
 
 def split_hostport(bootstrap: str) -> tuple[str, int]:
+    """The first bootstrap server's host and port (Kafka's 9092 when none is given)."""
     first = bootstrap.split(",")[0].strip()
-    host, _, port = first.rpartition(":")
+    host, colon, port = first.rpartition(":")
+    if not colon:  # a bare host, as Kafka clients accept
+        host, port = first, ""
     return host or "127.0.0.1", int(port or 9092)
 
 
 def start_tansu(host: str, port: int, log_path: Path, wait_s: float = 20.0) -> subprocess.Popen[bytes]:
-    """Start Tansu on host:port (loopback) and wait until it accepts connections."""
+    """Start Tansu on host:port (loopback) and wait until it accepts connections. A port someone
+    else holds is refused first: Tansu would exit at once and the caller talk to that someone."""
+    if port_open(host, port):
+        raise RuntimeError(f"{host}:{port} is already in use: not starting a broker there")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     url = f"tcp://{host}:{port}"
     log = open(log_path, "ab")

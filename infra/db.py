@@ -83,7 +83,9 @@ async def ensure_database(dsn: str) -> None:
         if not exists:
             try:
                 await conn.execute(f'CREATE DATABASE "{dbname}"')
-            except asyncpg.DuplicateDatabaseError:
+            # Several services starting on a fresh server race to create it: the losers see
+            # either error, depending on how far the winner's CREATE had got.
+            except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
                 pass
     finally:
         await conn.close()

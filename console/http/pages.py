@@ -10,8 +10,9 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from console.http.common import PUBLIC, ConsoleServices, Guards
+from console.http.common import PUBLIC, ConsoleServices, Guards, HttpError
 from infra.db import ping
+from infra.faults import DATABASE_UNAVAILABLE
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 # Leaflet comes from npm (package.json): the source tree when run from a checkout, the working
@@ -48,7 +49,10 @@ def add_routes(app: FastAPI, svc: ConsoleServices, guard: Guards) -> None:
 
     @app.get("/healthz", tags=["ops"], dependencies=[PUBLIC])
     async def healthz() -> dict[str, str]:
-        await ping(svc.pool)
+        try:
+            await ping(svc.pool)
+        except DATABASE_UNAVAILABLE as exc:  # in the usual shape, for load balancers and people
+            raise HttpError(503, "unavailable", "database unavailable", {"Retry-After": "5"}) from exc
         return {"status": "ok"}
 
     @app.get("/", include_in_schema=False, dependencies=[PUBLIC])

@@ -117,7 +117,9 @@ def test_describe_lists_every_variable() -> None:
         assert str(f.default) in line and f.metadata["doc"] in line
 
 
-@pytest.mark.parametrize(("name", "raw"), [("ACCOUNT_REQUESTS_PER_S", "0"), ("PUBLIC_REQUESTS_PER_S", "0.01")])
+@pytest.mark.parametrize(
+    ("name", "raw"), [("ACCOUNT_REQUESTS_PER_S", "0"), ("PUBLIC_REQUESTS_PER_S", "0.01")]
+)
 def test_a_request_limit_that_would_refuse_everything_is_refused(
     clean_env: pytest.MonkeyPatch, name: str, raw: str
 ) -> None:

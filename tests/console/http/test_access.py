@@ -374,7 +374,7 @@ def test_permission_table() -> None:
     assert not user_allows(None, Perm.SESSION) and not key_allows("nobody", Perm.INTAKE_APP)
     assert not user_allows("responder", Perm.BOARD_READ) and not user_allows("viewer", Perm.REVEAL)
     # docs/security.md prints the table: every permission is named there.
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text(encoding="utf-8")
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "security.md").read_text(encoding="utf-8")
     assert all(f"`{p.value}`" in doc for p in Perm), [p.value for p in Perm if f"`{p.value}`" not in doc]
 
 
