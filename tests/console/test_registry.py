@@ -59,14 +59,16 @@ async def announced(bootstrap: str, key: str) -> list[dict[str, Any]]:
 
 async def grid(pool: asyncpg.Pool) -> tuple[str, dict[str, Any]]:
     community, gid = uid("C"), uid("G")
+    # Far from the demo street: the session's database is shared, and a grid over the demo city
+    # would take its points from the demo's own grids in other tests.
     polygon = {
         "type": "Polygon",
-        "coordinates": [[[106.5, 29.6], [106.6, 29.6], [106.6, 29.7], [106.5, 29.6]]],
+        "coordinates": [[[-150.5, -40.6], [-150.4, -40.6], [-150.4, -40.5], [-150.5, -40.6]]],
     }
     await pool.execute("INSERT INTO communities (community_id, name) VALUES ($1, '龙溪社区')", community)
     await pool.execute(
         """INSERT INTO grids (grid_id, name, community_id, polygon, min_lon, min_lat, max_lon, max_lat)
-           VALUES ($1, '第一网格', $2, $3, 106.5, 29.6, 106.6, 29.7)""",
+           VALUES ($1, '第一网格', $2, $3, -150.5, -40.6, -150.4, -40.5)""",
         gid,
         community,
         polygon,

@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from contracts import topics
 from contracts.states import OPEN_STATES
 from devtools.seed import DEMO_API_KEYS
 from infra.settings import Settings
@@ -364,7 +365,7 @@ async def stuck_work(pool: asyncpg.Pool, redis: aioredis.Redis) -> list[str]:
     ids = [r["responder_id"] for r in await pool.fetch("SELECT responder_id FROM responders")]
     pipe = redis.pipeline(transaction=False)
     for rid in ids:
-        pipe.hget(f"responder:{rid}", "status")
+        pipe.hget(topics.responder_key(rid), "status")
     for rid, status in zip(ids, await pipe.execute(), strict=True):
         want = b"busy" if rid in active else b"available"
         if status != want:
