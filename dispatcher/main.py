@@ -33,6 +33,7 @@ from contracts import events, topics
 from contracts.commands import Command, parse_command
 from contracts.incidents import EnrichedIncident
 from contracts.validation import BadRecord, check_key, decode_object, describe_validation_error
+from dispatcher.adapters import timers
 from dispatcher.adapters.livekeeper import LiveKeeper
 from dispatcher.core.plan import load_plans
 from dispatcher.service import IncidentService, Result
@@ -65,18 +66,6 @@ class Sent:
 
     futures: list[Awaitable[Any]] = field(default_factory=list)
     forwards: list[str] = field(default_factory=list)
-
-
-def timer_command(r: Mapping[str, Any]) -> Command:
-    """A due timer as a command on its incident (its id makes a second firing change nothing)."""
-    return Command(
-        action="timer",
-        incident_id=r["incident_id"],
-        command_id=f"timer:{r['timer_id']}",
-        actor="system:timer",
-        at=r["fire_at"],
-        data={k: r[k] for k in ("timer_id", "kind", "clock_id", "task_id")},
-    )
 
 
 def into_lanes(
@@ -181,17 +170,7 @@ class Dispatcher:
             due: list[outbox.Message] = []
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
-                    rows = await conn.fetch(
-                        """SELECT * FROM timers WHERE fired_at IS NULL AND cancelled_at IS NULL
-                              AND fire_at <= now() ORDER BY fire_at LIMIT 200 FOR UPDATE SKIP LOCKED"""
-                    )
-                    due = [outbox.command_message(timer_command(r)) for r in rows]
-                    await outbox.enqueue(conn, due)
-                    if rows:
-                        await conn.execute(
-                            "UPDATE timers SET fired_at = now() WHERE timer_id = ANY($1::text[])",
-                            [r["timer_id"] for r in rows],
-                        )
+                    due = await timers.fire_due(conn)
                 if due:
                     await self._publish(due)
                     await outbox.mark_sent(self._pool, [m.message_id for m in due])
