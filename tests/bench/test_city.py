@@ -13,7 +13,6 @@ import pytest
 
 from bench.city import QUICK, format_report, main, meta, resized, run
 from bench.figures import Figure
-from bench.throughput import Step
 
 
 @pytest.fixture
@@ -71,19 +70,6 @@ def test_a_scenario_can_be_taken_apart_by_changing_its_sizes() -> None:
     for bad in ("steady_rate", "nonsense=1", "consoles=many", "steps=1,x"):
         with pytest.raises(ValueError, match="--set"):
             resized(QUICK, [bad])
-
-
-def test_a_step_not_absorbed_says_why_and_how_fast_its_backlog_drained() -> None:
-    absorbed = Step(100, 100.0, 1500, 0, 0, 0.0, True)
-    assert absorbed.note() == ""
-    behind = Step(200, 199.0, 3000, 0, 1800, 20.0, False)
-    assert behind.note() == (
-        "0 refused, 1800 not on the console 5 s later; they arrived 20 s after that (~90/s drained)"
-    )
-    stuck = Step(200, 199.0, 3000, 0, 1800, None, False)
-    assert stuck.note().endswith("not all arrived within the drain time")
-    refused = Step(200, 150.0, 2000, 250, 0, 0.0, False)
-    assert refused.note() == "250 refused, 0 not on the console 5 s later"
 
 
 def test_a_negative_fetch_wait_is_refused_by_name(capsys: pytest.CaptureFixture[str]) -> None:
