@@ -260,7 +260,7 @@ def rate_of(posts: Sequence[Post]) -> float:
 async def console_sessions(settings: Settings, count: int) -> list[str]:
     """A session each for `count` consoles, each its own account (a command room's desks): one
     account holds at most 6 sockets and opens at most 10 sessions a minute (console/auth.py,
-    console/live.py). Accounts and sessions are written as the registry and a login write them."""
+    console/live/protocol.py). Accounts and sessions are written as the registry and a login write them."""
     roles = ("operator", "commander", "viewer")
     names = [f"bench-console-{i:03d}" for i in range(count)]
     conn = await asyncpg.connect(settings.database_url)

@@ -45,7 +45,7 @@ from streams.tail import (
 ROOT = Path(__file__).resolve().parents[2]
 BEIJING = timezone(timedelta(hours=8))
 
-# --- sample values, shaped like streams/records.py ------------------------------------------
+# --- sample values, shaped like the contracts (contracts/reports.py, incidents.py) --------------
 
 
 def incident(
