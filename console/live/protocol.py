@@ -23,7 +23,8 @@ from console.permissions import USER_PERMISSIONS, Perm
 from contracts.positions import PositionFix
 from contracts.validation import describe_validation_error
 from dispatcher.core.case import MAX_INCIDENT_NOTE_CHARS
-from dispatcher.core.lifecycle import IllegalTransition
+from dispatcher.core.lifecycle import MAX_REASON_CHARS, IllegalTransition
+from dispatcher.core.plan import MAX_COUNT
 from dispatcher.core.task import check_note, check_photos
 from infra.settings import Settings
 
@@ -33,7 +34,6 @@ AUTH_TIMEOUT_S = 10.0
 QUEUE_LIMIT = 2_000  # a connection this many frames behind is cut off rather than slowing others
 PENDING_LIMIT = 10_000  # commands awaiting the dispatcher's answer, all clients together
 MAX_ID_CHARS = 100  # a command id longer than this is not echoed, nor taken
-MAX_REASON_CHARS = 500
 
 CLOSE_POLICY = int(CloseCode.POLICY_VIOLATION)  # 1008: flooding after being told to slow down
 CLOSE_TOO_BIG = int(CloseCode.MESSAGE_TOO_BIG)  # 1009: sent by the library itself
@@ -74,7 +74,7 @@ COMMAND_ROLES: Final[Mapping[str, frozenset[str]]] = {
 }
 # The fields an operator's command may carry: (name, type, longest).
 OPERATOR_FIELDS: Final[tuple[tuple[str, type[Any], int], ...]] = (
-    ("responders", list, 50),
+    ("responders", list, MAX_COUNT),  # as many as a plan's role may ask for
     ("responder_id", str, 100),
     ("passed", bool, 0),
     ("into", str, 100),

@@ -50,6 +50,7 @@ TRANSITIONS: Final[dict[tuple[IncidentState | None, Action], IncidentState]] = {
     (_S.MERGED, _A.SPLIT): _S.NEW,
 }
 REASON_REQUIRED: Final = frozenset({_A.VERIFY_FAIL, _A.REOPEN, _A.CANCEL})
+MAX_REASON_CHARS: Final = 500  # why a case was cancelled, reopened...: what the consoles take
 # Steps a resident may see on the public progress page (进度随时查).
 PUBLIC_ACTIONS: Final = frozenset(
     {_A.FILE, _A.DISPATCH, _A.START, _A.RESOLVE, _A.CLOSE, _A.REOPEN, _A.CANCEL, _A.MERGE}
