@@ -39,7 +39,7 @@ from dispatcher.core.merge import Sighting, bbox_for, find_duplicate, merge_cell
 from dispatcher.core.plan import PlanBook
 from dispatcher.core.recommend import Available
 from dispatcher.readmodel import incidents, views
-from dispatcher.readmodel.forces import candidates_near
+from dispatcher.readmodel.forces import BUSY, candidates_near, named_responders
 from infra import outbox
 from infra.livestate import LiveState
 
@@ -211,12 +211,21 @@ class IncidentService:
         lon, lat = await store.place_of(conn, case.incident.incident_id)
         near = self._radius_m, self._per_kind
         candidates, own = await candidates_near(self._live, lon, lat, case.grid_id, *near)
+        unavailable: dict[str, str] = {}
+        named = cmd.data.get("responders") if cmd.action == "dispatch" else None
+        if isinstance(named, list) and named and all(isinstance(n, str) for n in named):
+            # Flat dispatch: whoever the operator named, however far, looked up on the spot.
+            ready, unavailable = await named_responders(self._live, lon, lat, case.grid_id, named)
+            known = {c.responder_id for c in candidates}
+            candidates += [c for c in ready if c.responder_id not in known]
         busy = await casestore.active_tasks_of(conn, [c.responder_id for c in candidates + own])
         here = case.incident.incident_id
+        unavailable.update({c.responder_id: BUSY for c in candidates if c.responder_id in busy})
         return Context(
             plan,
             [c for c in candidates if c.responder_id not in busy],
             [c for c in own if not busy.get(c.responder_id, set()) - {here}],
+            unavailable,
         )
 
     async def _taken(self, conn: asyncpg.Connection, outcome: Outcome) -> set[str]:

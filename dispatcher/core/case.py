@@ -16,8 +16,8 @@ transaction's rules would be spread over files that must change together.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -101,6 +101,17 @@ class Context:
     # The incident grid's own grid workers who are on duty, located and not busy on another
     # incident (one who just finished this incident's work may verify it).
     grid_workers: Sequence[Available] = ()
+    # Responders a command names who cannot go, and why (unknown, off_duty, busy, not_located).
+    unavailable: Mapping[str, str] = field(default_factory=dict)
+
+
+# Why a named responder cannot be dispatched, in the operator's words.
+UNAVAILABLE_REASONS: Final = {
+    "unknown": "无此人员",
+    "off_duty": "不在岗",
+    "busy": "正在执行其他任务",
+    "not_located": "位置未知",
+}
 
 
 # One line of the timeline (incident.*, task.*, escalation): the same shape as a lifecycle event.
@@ -462,7 +473,8 @@ def _dispatch(b: _Builder, ctx: Context) -> None:
                 raise IllegalTransition(f"responder {rid} already has a task on this incident")
             cand = by_id.get(rid)
             if cand is None:
-                raise IllegalTransition(f"responder {rid} is not available (off duty, busy or not located)")
+                why = UNAVAILABLE_REASONS.get(ctx.unavailable.get(rid, ""), "当前不可派")
+                raise IllegalTransition(f"{rid}不可派：{why}")
             picks.append(cand.pick(("值班员直接指派",)))
     else:
         rec = recommend(ctx.plan, ctx.candidates, exclude=case.tried() | busy, already=_active_by_kind(case))

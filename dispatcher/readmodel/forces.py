@@ -3,6 +3,7 @@ recommendation wants them (on duty, not busy, located; skills, organisation, ETA
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from contracts.geo import haversine_m
@@ -67,6 +68,38 @@ async def candidates_near(
     their status (the caller checks who is busy elsewhere)."""
     found = await live.candidates(KINDS, lon, lat, radius_m, per_kind, grid_id, _FIELDS)
     return _available(found, grid_id), _own(found, lon, lat, any_status=True)
+
+
+# Why a responder an operator named cannot be dispatched, by what live state says of them.
+UNKNOWN, OFF_DUTY, BUSY, NOT_LOCATED = "unknown", "off_duty", "busy", "not_located"
+_NAMED_FIELDS = ("name", "kind", "org", "grid_id", "skills", "on_duty", "status", "lon", "lat")
+
+
+async def named_responders(
+    live: LiveState, lon: float, lat: float, grid_id: str | None, ids: Sequence[str]
+) -> tuple[list[Available], dict[str, str]]:
+    """Responders an operator named, however far (flat dispatch: any responder of any
+    organisation), with distance and ETA from where they are now; and, for each who cannot go,
+    why (`UNKNOWN`, `OFF_DUTY`, `BUSY`, `NOT_LOCATED`). One Redis round trip."""
+    ids = list(dict.fromkeys(ids))
+    rows = await live.responders(ids, _NAMED_FIELDS)
+    ready: list[Available] = []
+    why: dict[str, str] = {}
+    for rid, (name, kind, org, grid, skills, on_duty, status, r_lon, r_lat) in zip(ids, rows, strict=True):
+        if kind not in KINDS:
+            why[rid] = UNKNOWN
+        elif on_duty != "1":
+            why[rid] = OFF_DUTY
+        elif status != "available":
+            why[rid] = BUSY
+        elif r_lon is None or r_lat is None:
+            why[rid] = NOT_LOCATED
+        else:
+            d = haversine_m(lon, lat, float(r_lon), float(r_lat))
+            own = kind == "grid_worker" and bool(grid_id) and grid == grid_id
+            eta = eta_seconds(kind, d)
+            ready.append(Available(rid, name or rid, kind, org or "", _skills(skills), round(d, 1), eta, own))
+    return ready, why
 
 
 async def available_near(

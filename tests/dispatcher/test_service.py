@@ -240,10 +240,56 @@ async def test_a_split_naming_no_incident_is_refused_and_audited(
     rec = enriched(f"A-{uuid.uuid4().hex[:8]}")
     await service.file(rec)
     split = Command(
-        "split", rec.incident_id, f"operator:duty:s-{uuid.uuid4().hex[:6]}", "operator:duty",
-        datetime.now(UTC), data={"from": split_off},
+        "split",
+        rec.incident_id,
+        f"operator:duty:s-{uuid.uuid4().hex[:6]}",
+        "operator:duty",
+        datetime.now(UTC),
+        data={"from": split_off},
     )
     result = await service.handle(split)
     assert result.refused == f"{split_off!r} was not merged into {rec.incident_id}"
     outcome = await pool.fetchval("SELECT outcome FROM audit_log WHERE command_id = $1", split.command_id)
     assert outcome == "refused"
+
+
+async def test_an_operator_dispatches_a_far_responder_by_name(pool: asyncpg.Pool, redis: Any) -> None:
+    """Flat dispatch of anyone: a responder of any organisation, beyond the nearest few the
+    lookup brings (here the service keeps one per kind), is offered the task with the distance
+    and ETA of where they are now; one off duty is refused for that reason, in Chinese."""
+    from infra.livestate import LiveState
+
+    live = LiveState(redis)
+    tag = uuid.uuid4().hex[:6]
+    rec = enriched(f"A-{tag}")
+    lon, lat = rec.location.lon, rec.location.lat
+    near, far, resting = f"P-near-{tag}", f"P-far-{tag}", f"P-rest-{tag}"
+    for rid, d_lon, on_duty in ((near, 0.001, True), (far, 0.05, True), (resting, 0.002, False)):
+        await pool.execute(
+            "INSERT INTO responders (responder_id, name, kind, org) VALUES ($1, '民警', 'police', '城南所')",
+            rid,
+        )
+        await live.apply_roster(rid, {"kind": "police", "on_duty": on_duty, "name": "民警", "org": "城南所"})
+        await live.apply_position(rid, lon + d_lon, lat, int(datetime.now(UTC).timestamp() * 1000), None)
+    service = IncidentService(pool, load_plans(), live, per_kind=1)
+    await service.file(rec)
+
+    def dispatch(*ids: str) -> Command:
+        return Command(
+            "dispatch",
+            rec.incident_id,
+            f"operator:duty:d-{uuid.uuid4().hex[:6]}",
+            "operator:duty",
+            datetime.now(UTC),
+            data={"responders": list(ids)},
+        )
+
+    refused = await service.handle(dispatch(resting))
+    assert refused.refused == f"{resting}不可派：不在岗"
+    result = await service.handle(dispatch(far))
+    assert result.refused is None
+    task = await pool.fetchrow(
+        "SELECT responder_id, distance_m, eta_s, state FROM tasks WHERE incident_id = $1", rec.incident_id
+    )
+    assert (task["responder_id"], task["state"]) == (far, "offered")
+    assert 4_000 < task["distance_m"] < 6_000 and task["eta_s"] > 0

@@ -325,8 +325,8 @@ def test_dispatch_explicit_responders_of_any_organisation() -> None:
 @pytest.mark.parametrize(
     ("responders", "why"),
     [
-        (["X-9"], "not available"),  # off duty, unknown or not located
-        (["P-2", "X-9"], "not available"),  # all or nothing
+        (["X-9"], "X-9不可派"),  # off duty, unknown or not located
+        (["P-2", "X-9"], "X-9不可派"),  # all or nothing
         ("P-2", "list of responder ids"),
         ([7], "list of responder ids"),
     ],
@@ -338,13 +338,30 @@ def test_dispatch_explicit_refuses_an_unavailable_responder(responders: object, 
     assert run.case.version == 1 and not run.case.tasks
 
 
+@pytest.mark.parametrize(
+    ("why", "words"),
+    [
+        ("off_duty", "不在岗"),
+        ("busy", "正在执行其他任务"),
+        ("not_located", "位置未知"),
+        ("unknown", "无此人员"),
+    ],
+)
+def test_a_named_responder_who_cannot_go_is_refused_for_the_real_reason(why: str, words: str) -> None:
+    """The service says why each named responder cannot go; the refusal says it, in Chinese."""
+    run = Run()
+    ctx = Context(FIRE_PLAN, CANDIDATES, unavailable={"X-9": why})
+    with pytest.raises(IllegalTransition, match=f"^X-9不可派：{words}$"):
+        decide(run.case, command("dispatch", responders=["P-2", "X-9"]), ctx)
+
+
 def test_dispatch_refuses_busy_responders() -> None:
     run = Run()
     run.do("dispatch", responders=["V-3"])
     # Busy on another incident: the service leaves V-3 out of the candidates.
     other = Run(new_case("INC-2"))
     other.busy = run.busy
-    with pytest.raises(IllegalTransition, match="not available"):
+    with pytest.raises(IllegalTransition, match="V-3不可派"):
         other.do("dispatch", responders=["V-3"])
     # On this incident, the case knows its own tasks even if the candidates are stale.
     stale = Context(FIRE_PLAN, CANDIDATES)

@@ -7,7 +7,17 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from dispatcher.readmodel.forces import available_near, candidates_near, own_grid_workers
+from contracts.kinds import eta_seconds
+from dispatcher.readmodel.forces import (
+    BUSY,
+    NOT_LOCATED,
+    OFF_DUTY,
+    UNKNOWN,
+    available_near,
+    candidates_near,
+    named_responders,
+    own_grid_workers,
+)
 from infra.livestate import LiveState
 
 HERE = (106.53, 29.63)
@@ -74,3 +84,21 @@ async def test_off_duty_and_unlocated_grid_workers_are_not_their_grids_own(live:
     )
     _, own = await candidates_near(live, *HERE, "GRID-A", 2000, 5)
     assert [c.responder_id for c in own] == ["G-1"]
+
+
+async def test_named_responders_are_found_however_far_or_told_why_not(live: LiveState) -> None:
+    """Flat dispatch: any responder the operator names, with distance and ETA computed now, or the
+    reason they cannot go."""
+    await live.apply_roster("P-9", {"kind": "police", "name": "民警远", "org": "远所", "on_duty": True})
+    await live.apply_positions([("P-9", HERE[0] + 0.05, HERE[1], 1000, None)])  # about 4.8 km east
+    await live.apply_roster("V-8", {"kind": "volunteer", "name": "休", "org": "队", "on_duty": False})
+    await live.apply_roster("V-7", {"kind": "volunteer", "name": "无位置", "org": "队", "on_duty": True})
+    await live.set_status("V-1", "busy")
+    ready, why = await named_responders(
+        live, *HERE, "GRID-A", ["P-9", "G-1", "V-8", "V-7", "V-1", "X-0", "P-9"]
+    )
+    assert [c.responder_id for c in ready] == ["P-9", "G-1"]  # each once, in the order named
+    far = ready[0]
+    assert 4_700 < far.distance_m < 4_900 and far.eta_s == eta_seconds("police", far.distance_m)
+    assert (far.name, far.org, far.own_grid) == ("民警远", "远所", False) and ready[1].own_grid
+    assert why == {"V-8": OFF_DUTY, "V-7": NOT_LOCATED, "V-1": BUSY, "X-0": UNKNOWN}
