@@ -7,10 +7,9 @@ import uuid
 from typing import Any
 
 import asyncpg
-import orjson
 import pytest
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 
 from console.intake import NotDurable, UnknownReference
@@ -19,6 +18,7 @@ from contracts import topics
 from contracts.registry import CameraUpsert, ResponderUpsert
 from infra.livestate import LiveState
 from infra.settings import Settings
+from tests.console.test_intake import raw_records
 
 
 class DownProducer:
@@ -38,23 +38,7 @@ def registry(pool: asyncpg.Pool, redis: aioredis.Redis, producer: Any = None) ->
 
 async def announced(bootstrap: str, key: str) -> list[dict[str, Any]]:
     """Every record on responders.changes under `key`."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=10, group_id=None)
-    await consumer.start()
-    try:
-        await consumer.topics()
-        tps = [
-            TopicPartition(topics.RESPONDERS_CHANGES, p)
-            for p in consumer.partitions_for_topic(topics.RESPONDERS_CHANGES) or ()
-        ]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends, found = await consumer.end_offsets(tps), []
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            for recs in (await consumer.getmany(timeout_ms=200)).values():
-                found += [orjson.loads(r.value) for r in recs if r.key == key.encode()]
-        return found
-    finally:
-        await consumer.stop()
+    return await raw_records(bootstrap, key, topics.RESPONDERS_CHANGES)
 
 
 async def grid(pool: asyncpg.Pool) -> tuple[str, dict[str, Any]]:

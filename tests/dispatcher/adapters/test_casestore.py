@@ -7,12 +7,10 @@ Each test works inside a transaction it rolls back, so its incidents never reach
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
-import pytest
 
 from contracts.commands import Command
 from contracts.kinds import eta_seconds
@@ -27,18 +25,6 @@ from tests.dispatcher.test_service import enriched
 
 PLAN = load_plans().plan_for("garbage_overflow", 4)  # one grid worker
 OPERATOR = "operator:duty"
-
-
-@pytest.fixture
-async def conn(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    """A connection inside a transaction that is rolled back afterwards."""
-    async with pool.acquire() as c:
-        tx = c.transaction()
-        await tx.start()
-        try:
-            yield c
-        finally:
-            await tx.rollback()
 
 
 async def grid_worker(conn: asyncpg.Connection) -> Available:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -23,18 +22,6 @@ from dispatcher.core.lifecycle import Action, Event, Incident, transition
 from dispatcher.core.merge import bbox_for
 from dispatcher.service import SYSTEM_ACTOR
 from tests.dispatcher.test_service import enriched
-
-
-@pytest.fixture
-async def conn(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    """A connection inside a transaction that is rolled back afterwards."""
-    async with pool.acquire() as c:
-        tx = c.transaction()
-        await tx.start()
-        try:
-            yield c
-        finally:
-            await tx.rollback()
 
 
 def record(

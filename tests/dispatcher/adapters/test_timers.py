@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -17,6 +15,7 @@ import orjson
 
 from contracts.commands import parse_command
 from dispatcher.adapters.timers import fire_due, timer_command
+from tests.db import rolled_back
 
 INSERT = """INSERT INTO timers (timer_id, incident_id, clock_id, task_id, kind, fire_at, fired_at,
                                 cancelled_at)
@@ -28,17 +27,6 @@ async def _timer(conn: asyncpg.Connection | asyncpg.Pool, fire_at: datetime, **s
     args = (f"INC-{timer_id}", f"CLK-{timer_id}", fire_at, state.get("fired_at"), state.get("cancelled_at"))
     await conn.execute(INSERT, timer_id, *args)
     return timer_id
-
-
-@asynccontextmanager
-async def rolled_back(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    async with pool.acquire() as conn:
-        tx = conn.transaction()
-        await tx.start()
-        try:
-            yield conn
-        finally:
-            await tx.rollback()
 
 
 async def _fired(conn: asyncpg.Connection) -> set[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,18 +28,6 @@ from tests.dispatcher.test_service import enriched
 PLANS = load_plans()
 ACTIVE = sorted(s.value for s in ACTIVE_TASK_STATES)
 OPERATOR = "operator:duty"
-
-
-@pytest.fixture
-async def conn(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    """A connection inside a transaction that is rolled back afterwards."""
-    async with pool.acquire() as c:
-        tx = c.transaction()
-        await tx.start()
-        try:
-            yield c
-        finally:
-            await tx.rollback()
 
 
 @pytest.fixture
